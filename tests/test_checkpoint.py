@@ -1,0 +1,85 @@
+"""Checkpoint layout, atomicity, retention, fallback, architecture checks, fine-tuning loads."""
+
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from hpdm.trainers import checkpoint as ckpt
+
+
+def _model(width=4, extra=False):
+    layers = [nn.Linear(3, width), nn.LayerNorm(width)]
+    if extra:
+        layers.append(nn.Linear(width, 2))
+    return nn.Sequential(*layers)
+
+
+def _save(workdir, step, model, keep=3):
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 3)).sum().backward()
+    opt.step()
+    state = {"step": step, "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "data": {"i": step}}
+    return ckpt.save_checkpoint(workdir, step, model.state_dict(), model.state_dict(), state, keep=keep)
+
+
+def test_layout_roundtrip_and_weights_only(tmp_path):
+    m = _model()
+    path = _save(str(tmp_path), 7, m)
+    assert path == os.path.join(str(tmp_path), "checkpoints", "step_00000007")
+    assert sorted(os.listdir(path)) == ["ema.safetensors", "model.safetensors", "state.pt"]
+    model_sd, ema_sd, state = ckpt.load_checkpoint(path)
+    for k, v in m.state_dict().items():
+        assert torch.equal(model_sd[k], v) and torch.equal(ema_sd[k], v)
+    assert state["step"] == 7 and state["data"] == {"i": 7}
+    torch.load(os.path.join(path, "state.pt"), weights_only=True)
+
+
+def test_keep_last_k_and_tmp_ignored(tmp_path):
+    m = _model()
+    for step in (1, 2, 3, 4):
+        _save(str(tmp_path), step, m, keep=2)
+    assert [s for s, _ in ckpt.list_checkpoints(str(tmp_path))] == [4, 3]
+    # A half-written checkpoint (killed before the rename) is invisible.
+    os.makedirs(os.path.join(str(tmp_path), "checkpoints", "step_00000009.tmp"))
+    assert ckpt.latest_valid_checkpoint(str(tmp_path)).endswith("step_00000004")
+    _save(str(tmp_path), 5, m, keep=2)
+    assert not os.path.exists(os.path.join(str(tmp_path), "checkpoints", "step_00000009.tmp"))
+
+
+@pytest.mark.parametrize("victim", ["model.safetensors", "state.pt", "ema.safetensors"])
+def test_corrupt_newest_falls_back(tmp_path, victim, caplog):
+    m = _model()
+    _save(str(tmp_path), 1, m)
+    newest = _save(str(tmp_path), 2, m)
+    with open(os.path.join(newest, victim), "r+b") as f:
+        f.truncate(10)
+    found = ckpt.load_latest(str(tmp_path))
+    assert found is not None and found[0].endswith("step_00000001")
+    assert found[1][2]["step"] == 1
+
+
+def test_architecture_mismatch_lists_tensors(tmp_path):
+    path = _save(str(tmp_path), 1, _model(width=4))
+    sd, _, _ = ckpt.load_checkpoint(path)
+    with pytest.raises(ckpt.CheckpointError) as e:
+        ckpt.check_same_architecture(_model(width=5), sd)
+    assert "0.weight" in str(e.value) and "1.bias" in str(e.value)
+    with pytest.raises(ckpt.CheckpointError, match="0.weight"):
+        ckpt.load_matching(_model(width=5), sd)
+
+
+def test_load_matching_reports_loaded_and_initialised(tmp_path):
+    small = _model()
+    path = _save(str(tmp_path), 1, small)
+    big = _model(extra=True)
+    loaded, initialised = ckpt.load_matching(big, load_file(os.path.join(path, "model.safetensors")))
+    assert set(loaded) == set(small.state_dict())
+    assert set(initialised) == {"2.weight", "2.bias"}
+    for k in loaded:
+        assert torch.equal(big.state_dict()[k], small.state_dict()[k])
+    # The reverse direction (checkpoint has tensors the model lacks) is a different architecture.
+    with pytest.raises(ckpt.CheckpointError, match="2.weight"):
+        ckpt.load_matching(_model(), big.state_dict())

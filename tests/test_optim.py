@@ -1,0 +1,107 @@
+"""LAMB against its equations (You et al., Alg. 2), param groups, LR schedule, EMA (paper Sec. 4.6)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from hpdm.trainers.ema import EMA
+from hpdm.trainers.lamb import Lamb, param_groups
+from hpdm.trainers.schedule import warmup_cosine
+
+
+def reference_lamb(x, grads, lr, b1, b2, eps, wd, adapt=True):
+    """Direct transcription of LAMB's update equations, in float64, one tensor."""
+    x = x.double().clone()
+    m = torch.zeros_like(x)
+    v = torch.zeros_like(x)
+    for t, g in enumerate(grads, start=1):
+        g = g.double()
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat = m / (1 - b1**t)
+        v_hat = v / (1 - b2**t)
+        u = m_hat / (torch.sqrt(v_hat) + eps) + wd * x
+        trust = 1.0
+        if adapt:
+            wn, un = x.norm().item(), u.norm().item()
+            trust = wn / un if wn > 0 and un > 0 else 1.0
+        x = x - lr * trust * u
+    return x
+
+
+@pytest.mark.parametrize("adapt,wd", [(True, 0.01), (True, 0.0), (False, 0.01)])
+def test_lamb_matches_equations(adapt, wd):
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(7, 5, generator=g)
+    grads = [torch.randn(7, 5, generator=g) * (i + 1) for i in range(6)]
+    p = nn.Parameter(x0.clone())
+    opt = Lamb([p], lr=0.005, betas=(0.9, 0.99), eps=1e-6, weight_decay=wd, layer_adaptation=adapt)
+    for gr in grads:
+        p.grad = gr.clone()
+        opt.step()
+    ref = reference_lamb(x0, grads, 0.005, 0.9, 0.99, 1e-6, wd, adapt)
+    torch.testing.assert_close(p.detach().double(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_lamb_zero_weights_trust_one_and_skips_gradless():
+    p = nn.Parameter(torch.zeros(4))
+    q = nn.Parameter(torch.ones(3))
+    opt = Lamb([p, q], lr=0.1, weight_decay=0.0)
+    p.grad = torch.ones(4)
+    opt.step()
+    # ||x|| = 0 -> trust 1: first Adam-like step moves by lr * 1/(1+eps).
+    torch.testing.assert_close(p.detach(), torch.full((4,), -0.1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(q.detach(), torch.ones(3))
+    sd = opt.state_dict()
+    assert all(isinstance(v, torch.Tensor) for s in sd["state"].values() for v in s.values())
+
+
+def test_param_groups_excludes_norms_biases_embeddings():
+    m = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.LayerNorm(4))
+    groups = param_groups(m, 0.01)
+    decayed = {id(p) for p in groups[0]["params"]}
+    assert decayed == {id(m[1].weight)}
+    assert groups[1]["weight_decay"] == 0.0 and groups[1]["layer_adaptation"] is False
+    # An explicit exclusion list (HPDM's no_weight_decay_names) wins over the heuristics.
+    groups = param_groups(m, 0.01, no_decay={"1.bias"})
+    assert len(groups[0]["params"]) == 4
+
+
+def test_warmup_cosine_shape():
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.005)
+    sched = warmup_cosine(opt, total_steps=20, warmup_steps=5)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.001)
+    assert all(a < b for a, b in zip(lrs[:5], lrs[1:6]))  # linear warm-up
+    assert lrs[5] == pytest.approx(0.005)
+    assert all(a > b for a, b in zip(lrs[5:19], lrs[6:20]))  # cosine decay
+    assert lrs[5 + 15 // 2] == pytest.approx(0.005 * 0.5 * (1 + math.cos(math.pi * 7 / 15)))
+
+
+def test_ema_updates_every_tensor_and_roundtrips():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    ema = EMA(m, decay=0.9, warmup=False)
+    before = ema.state_dict()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)
+    m(torch.randn(8, 3))  # moves the BatchNorm running stats (buffers are copied)
+    ema.update(m)
+    after = ema.state_dict()
+    for name in before:
+        if name.endswith("num_batches_tracked"):
+            continue
+        assert not torch.equal(before[name], after[name]), name
+    torch.testing.assert_close(after["0.weight"], before["0.weight"] + 0.1)
+    other = EMA(m, decay=0.9)
+    other.load_state_dict(after, num_updates=1)
+    for k, v in other.state_dict().items():
+        assert torch.equal(v, after[k])
