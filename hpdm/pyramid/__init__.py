@@ -1,0 +1,24 @@
+"""Pyramid geometry only: levels, coordinates, nested patches, tile plans, Eq. 8 remapping."""
+
+from hpdm.pyramid.geometry import Pyramid, check_coords, level_resolutions, patch_coords
+from hpdm.pyramid.patches import extract_hierarchy, extract_patch, sample_hierarchy, sample_nested_offsets
+from hpdm.pyramid.remap import remap_coords, sampling_grid
+from hpdm.pyramid.tiles import TilePlan, ancestor_coords, ancestor_offsets, parse_overlap, tile_starts
+
+__all__ = [
+    "Pyramid",
+    "TilePlan",
+    "ancestor_coords",
+    "ancestor_offsets",
+    "check_coords",
+    "extract_hierarchy",
+    "extract_patch",
+    "level_resolutions",
+    "parse_overlap",
+    "patch_coords",
+    "remap_coords",
+    "sample_hierarchy",
+    "sample_nested_offsets",
+    "sampling_grid",
+    "tile_starts",
+]

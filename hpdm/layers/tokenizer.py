@@ -1,0 +1,96 @@
+"""Linear video tokenizer / detokenizer with a (t, h, w)-aware position embedding (paper Sec. 3.2, 4.6).
+
+A video ``[B, C, T, H, W]`` is cut into non-overlapping ``token_size`` cells (1x4x4 in the paper),
+each flattened and projected to ``dim``. The position embedding is the sum of three learned
+per-axis tables, so any non-square, non-cubic token grid works without ``sqrt(n)`` shortcuts.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import gin
+import torch
+import torch.nn as nn
+from einops import rearrange
+
+
+def token_grid(patch_res: Sequence[int], token_size: Sequence[int]) -> tuple[int, int, int]:
+    """Token grid ``(t', h', w')`` of a ``patch_res`` video cut into ``token_size`` cells."""
+    if len(patch_res) != 3 or len(token_size) != 3:
+        raise ValueError("patch_res and token_size must both be (t, h, w)")
+    for axis, p, k in zip("thw", patch_res, token_size):
+        if p % k:
+            raise ValueError(f"token size {k} does not divide patch size {p} on axis {axis}")
+    return tuple(p // k for p, k in zip(patch_res, token_size))  # type: ignore[return-value]
+
+
+@gin.register
+class PositionEmbedding3D(nn.Module):
+    """Learned factorised position embedding ``E_t[i] + E_h[j] + E_w[k]`` for a ``grid`` of tokens."""
+
+    def __init__(self, grid: Sequence[int], dim: int):
+        super().__init__()
+        self.grid = tuple(int(g) for g in grid)
+        self.tables = nn.ParameterList(nn.Parameter(torch.randn(n, dim) * 0.02) for n in self.grid)
+
+    def forward(self) -> torch.Tensor:
+        """The ``[t' * h' * w', dim]`` embedding in row-major (t, h, w) token order."""
+        e_t, e_h, e_w = self.tables
+        return (e_t[:, None, None] + e_h[None, :, None] + e_w[None, None, :]).flatten(0, 2)
+
+
+@gin.register
+class Tokenizer(nn.Module):
+    """``[B, C, T, H, W]`` -> ``[B, t'*h'*w', dim]`` tokens (with position embedding).
+
+    Args:
+      in_channels: video channels.
+      dim: token width.
+      patch_res: the (fixed) video size it tokenizes, for the position table.
+      token_size: cell size ``(kt, kh, kw)``.
+    """
+
+    def __init__(self, in_channels: int, dim: int, patch_res: Sequence[int], token_size: Sequence[int] = (1, 4, 4)):
+        super().__init__()
+        self.token_size = tuple(int(k) for k in token_size)
+        self.grid = token_grid(patch_res, self.token_size)
+        kt, kh, kw = self.token_size
+        self.proj = nn.Linear(in_channels * kt * kh * kw, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pos = PositionEmbedding3D(self.grid, dim)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        grid = tuple(s // k for s, k in zip(video.shape[2:], self.token_size))
+        if grid != self.grid:
+            raise ValueError(f"tokenizer built for a {self.grid} token grid, got video {tuple(video.shape[2:])}")
+        kt, kh, kw = self.token_size
+        cells = rearrange(video, "b c (t kt) (h kh) (w kw) -> b (t h w) (c kt kh kw)", kt=kt, kh=kh, kw=kw)
+        return self.norm(self.proj(cells)) + self.pos()
+
+
+@gin.register
+class Detokenizer(nn.Module):
+    """``[B, t'*h'*w', dim]`` tokens -> ``[B, C, T, H, W]`` (inverse layout of ``Tokenizer``).
+
+    The output projection starts at zero so that a fresh model's prediction is its skip path.
+    """
+
+    def __init__(self, out_channels: int, dim: int, patch_res: Sequence[int], token_size: Sequence[int] = (1, 4, 4)):
+        super().__init__()
+        self.token_size = tuple(int(k) for k in token_size)
+        self.grid = token_grid(patch_res, self.token_size)
+        self.out_channels = out_channels
+        kt, kh, kw = self.token_size
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, out_channels * kt * kh * kw)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        t, h, w = self.grid
+        kt, kh, kw = self.token_size
+        cells = self.proj(self.norm(tokens))
+        return rearrange(
+            cells, "b (t h w) (c kt kh kw) -> b c (t kt) (h kh) (w kw)", t=t, h=h, w=w, kt=kt, kh=kh, kw=kw
+        )
