@@ -1,0 +1,41 @@
+"""The per-sample map: ``(epoch, index)`` -> clip -> nested patch hierarchy (paper Sec. 4.1).
+
+This is the function the parallel workers run. It holds only plain objects (source, pyramid,
+clip spec, seed), already configured in the parent, so it pickles into worker processes without
+gin. All randomness comes from one generator seeded by ``(seed, epoch, index)``: first the
+source's draws (temporal offset, crop, caption), then the nested patch offsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple, Union
+
+from hpdm.data.base import ClipSpec, SkipSample, Source
+from hpdm.data.seeding import generator
+from hpdm.pyramid import Pyramid, extract_hierarchy, sample_nested_offsets
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Marker a worker returns instead of a sample; the loader drops, counts and reports it."""
+
+    path: str
+    reason: str
+
+
+class MakeHierarchy:
+    """Callable ``(epoch, index) -> {"x": [L+1, C, t, h, w], "coords": [L+1, 6], "label", "text"}``."""
+
+    def __init__(self, source: Source, pyramid: Pyramid, spec: ClipSpec, seed: int):
+        self.source, self.pyramid, self.spec, self.seed = source, pyramid, spec, int(seed)
+
+    def __call__(self, item: Tuple[int, int]) -> Union[Dict[str, Any], Skipped]:
+        epoch, index = item
+        gen = generator(self.seed, epoch, index)
+        try:
+            clip = self.source.load(index, self.spec, gen)
+        except SkipSample as e:
+            return Skipped(e.path, e.reason)
+        x, coords = extract_hierarchy(clip.video, self.pyramid, sample_nested_offsets(self.pyramid, gen))
+        return {"x": x, "coords": coords, "label": clip.label, "text": clip.text, "index": index}
