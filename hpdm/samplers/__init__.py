@@ -1,0 +1,52 @@
+"""Sampling: EDM steppers, per-level schedules, tiled overlapped cached denoising, guidance (Sec. 4.4, 4.5).
+
+Entry points: ``sample_videos(model, num_videos, seed, ...)`` (an ``HPDM`` in memory),
+``sample_videos_from_workdir(workdir, ...)`` (a training workdir or an export), and
+``time_level_step`` (cached vs uncached cost of one last-level step, for ``hpdm-bench``).
+"""
+
+from hpdm.samplers.bench import time_level_step
+from hpdm.samplers.guidance import HPDMTileModel, null_cond
+from hpdm.samplers.hierarchical import (
+    VideoNoise,
+    resolve_labels,
+    sample_pyramid,
+    sample_videos,
+    sample_videos_from_workdir,
+    to_uint8,
+    video_seed,
+)
+from hpdm.samplers.schedule import LevelSchedule, LevelSteps
+from hpdm.samplers.steppers import (
+    euler_step,
+    get_sampler,
+    heun_step,
+    karras_sigmas,
+    sample_euler,
+    sample_heun,
+)
+from hpdm.samplers.tiled import LevelDenoiser, OverlapSampler, TileModel
+
+__all__ = [
+    "HPDMTileModel",
+    "LevelDenoiser",
+    "LevelSchedule",
+    "LevelSteps",
+    "OverlapSampler",
+    "TileModel",
+    "VideoNoise",
+    "euler_step",
+    "get_sampler",
+    "heun_step",
+    "karras_sigmas",
+    "null_cond",
+    "resolve_labels",
+    "sample_euler",
+    "sample_heun",
+    "sample_pyramid",
+    "sample_videos",
+    "sample_videos_from_workdir",
+    "time_level_step",
+    "to_uint8",
+    "video_seed",
+]
