@@ -39,3 +39,21 @@ class MakeHierarchy:
             return Skipped(e.path, e.reason)
         x, coords = extract_hierarchy(clip.video, self.pyramid, sample_nested_offsets(self.pyramid, gen))
         return {"x": x, "coords": coords, "label": clip.label, "text": clip.text, "index": index}
+
+
+class AsArrays:
+    """Wraps a map function for worker processes: tensors travel back as numpy arrays.
+
+    Tensors cross process boundaries as shared-memory file descriptors that die with the worker;
+    a sample still queued when the pipeline shuts down then fails to unpickle. Arrays are
+    pickled by value (patches are small), and ``collate`` turns them back into tensors.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, item):
+        out = self.fn(item)
+        if isinstance(out, dict):
+            out = {k: v.numpy() if hasattr(v, "numpy") else v for k, v in out.items()}
+        return out

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torchdata.nodes import Batcher, Loader, Mapper, ParallelMapper, Prefetcher
 
 from hpdm.data.base import ClipSpec, Source
-from hpdm.data.hierarchy import MakeHierarchy
+from hpdm.data.hierarchy import AsArrays, MakeHierarchy
 from hpdm.data.nodes import DropSkipped, EpochSampler, collate
 from hpdm.data.synthetic import SyntheticVideos
 from hpdm.pyramid import Pyramid
@@ -153,6 +153,8 @@ def build_train_loader(
     node = EpochSampler(len(source), seed, rank, world_size, shuffle)
     make = MakeHierarchy(source, pyramid, spec, seed)
     if num_workers > 0:
+        if worker_method == "process":
+            make = AsArrays(make)
         node = ParallelMapper(node, make, num_workers=num_workers, method=worker_method, in_order=True)
     else:
         node = Mapper(node, make)

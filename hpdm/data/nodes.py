@@ -122,8 +122,8 @@ def collate(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     has captions; ``index`` (LongTensor[B]) names the source items, for debugging and tests.
     """
     batch: Dict[str, Any] = {
-        "x": torch.stack([s["x"] for s in samples]),
-        "coords": torch.stack([s["coords"] for s in samples]),
+        "x": torch.stack([torch.as_tensor(s["x"]) for s in samples]),
+        "coords": torch.stack([torch.as_tensor(s["coords"]) for s in samples]),
         "index": torch.tensor([s["index"] for s in samples], dtype=torch.long),
     }
     if samples[0]["label"] is not None:
