@@ -199,9 +199,8 @@ def sample_videos(
     if label_tensor is not None:
         cond["label"] = label_tensor
     _check_cond(model, cond, num_videos)
-    if device is None:
-        device = next(model.parameters()).device
-    device = torch.device(device)
+    param = next(model.parameters())
+    device = torch.device(param.device if device is None else device)
     pyramid = model.pyramid
     tile_model = HPDMTileModel(model, cached=cached, guidance_scale=guidance_scale)
     sampler = OverlapSampler(overlap=overlap, tile_batch_size=tile_batch_size, offload_cache=offload_cache)
@@ -213,7 +212,7 @@ def sample_videos(
             idx = list(range(start, min(start + batch_size, num_videos)))
             rows = torch.tensor(idx)
             chunk_cond = {k: v[rows].to(device) for k, v in cond.items()} or None
-            noise = VideoNoise([video_seed(seed, i) for i in idx], device)
+            noise = VideoNoise([video_seed(seed, i) for i in idx], device, dtype=param.dtype)
 
             def report(info: dict, start=start) -> None:
                 if progress is not None:

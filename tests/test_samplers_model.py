@@ -1,0 +1,165 @@
+"""Sampling a real HPDM: cached == uncached with fewer block evaluations, guidance, seeds, errors."""
+
+import pytest
+import torch
+
+from hpdm.core import HPDM
+from hpdm.samplers import (
+    HPDMTileModel,
+    LevelSchedule,
+    OverlapSampler,
+    VideoNoise,
+    sample_pyramid,
+    sample_videos,
+    time_level_step,
+)
+
+TILE_BATCH = 64
+FAST = LevelSchedule(num_steps=[3, 2, 2], s_tmin=0.0, s_tmax=1e9)  # churn at every level-0 step
+
+
+def tiny(num_classes=0, text_dim=0, seed=0, dtype=torch.float64) -> HPDM:
+    torch.manual_seed(seed)
+    model = HPDM(
+        target_res=(2, 16, 16),
+        patch_res=(2, 4, 4),
+        token_size=(1, 2, 2),
+        token_dim=16,
+        latent_dim=16,
+        num_latents=4,
+        num_blocks=6,
+        latent_layers_per_block=1,
+        head_dim=8,
+        num_levels_per_block=[1, 1, 2, 2, 3, 3],
+        num_classes=num_classes,
+        text_dim=text_dim,
+    )
+    # The detokenizer starts at zero (output = c_skip x); randomise it so the network matters.
+    torch.nn.init.normal_(model.detokenizer.proj.weight, std=0.2)
+    return model.to(dtype).eval()
+
+
+def _run(model, cached, overlap="fhw", cond=None, guidance=1.0):
+    before = model.level_block_evaluations
+    out = sample_pyramid(
+        HPDMTileModel(model, cached=cached, guidance_scale=guidance),
+        model.pyramid,
+        model.schedule.sigma_range,
+        model.schedule.context_sigma,
+        VideoNoise([1, 2], dtype=torch.float64),
+        channels=3,
+        cond=cond,
+        level_schedule=FAST,
+        overlap_sampler=OverlapSampler(overlap, tile_batch_size=TILE_BATCH),
+        return_levels=True,
+    )
+    return out, model.level_block_evaluations - before
+
+
+@pytest.mark.parametrize("overlap", ["fhw", ""])
+def test_cached_equals_uncached_and_runs_fewer_blocks(overlap):
+    model = tiny()
+    cached, blocks_cached = _run(model, True, overlap)
+    uncached, blocks_uncached = _run(model, False, overlap)
+    for a, b in zip(cached, uncached):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    assert blocks_cached < blocks_uncached
+    # Exact count (the counter is per level per block call, whatever the batch). Loads [1,1,2,2,3,3];
+    # a cached level-l evaluation runs only the blocks with load > l (+ one context build per tile
+    # batch, running the ancestors up to the last block of level l); uncached runs
+    # sum(min(load, l+1)) level-blocks at every evaluation.
+    from hpdm.pyramid.tiles import TilePlan
+
+    sched = model.scheduler
+    steps = [3 * 2 - 1, 2, 2]  # evaluations: Heun (no correction on the last step), then Euler
+
+    def expected(cached_run):
+        total = 0
+        for level in range(3):
+            tiles = -(-2 * len(TilePlan.build(model.pyramid, level, overlap)) // TILE_BATCH)  # tile batches
+            per_eval = len(sched.blocks_for_level(level)) if cached_run else sched.evaluations(level + 1)
+            total += tiles * steps[level] * per_eval
+            if cached_run and level > 0:
+                last = max(sched.blocks_for_level(level))
+                total += tiles * sum(min(sched.loads[b], level) for b in range(last))
+        return total
+
+    assert blocks_uncached == expected(False)
+    assert blocks_cached == expected(True)
+
+
+def test_sample_videos_cached_uncached_uint8_and_seeds():
+    model = tiny()
+    kwargs = dict(level_schedule=FAST, overlap="hw", tile_batch_size=64)
+    a = sample_videos(model, 3, seed=7, **kwargs)
+    assert a.dtype == torch.uint8 and a.shape == (3, 2, 16, 16, 3)
+    b = sample_videos(model, 3, seed=7, cached=False, **kwargs)
+    assert torch.equal(a, b)
+    c = sample_videos(model, 3, seed=7, batch_size=2, **kwargs)  # batching does not change a video
+    assert (a.int() - c.int()).abs().max() <= 1
+    d = sample_videos(model, 3, seed=8, **kwargs)
+    assert not torch.equal(a, d)
+    assert len({v.numpy().tobytes() for v in a}) == 3  # videos differ from each other
+
+
+def test_level_step_timing_counts_blocks():
+    model = tiny(dtype=torch.float32)
+    cached = time_level_step(model, cached=True, overlap="hw", repeats=1, tile_batch_size=16)
+    uncached = time_level_step(model, cached=False, overlap="hw", repeats=1, tile_batch_size=16)
+    assert cached["tiles"] == uncached["tiles"] == 7 * 7
+    assert cached["tile_batches"] == 4
+    # Level 2 alone runs blocks 4 and 5; the full forward runs 1+1+2+2+3+3 = 12 level-blocks.
+    assert cached["block_evaluations_per_step"] == 4 * 2
+    assert uncached["block_evaluations_per_step"] == 4 * 12
+    assert cached["step_seconds"] > 0 and uncached["step_seconds"] > 0
+
+
+def test_guidance_and_labels():
+    model = tiny(num_classes=5)
+    kwargs = dict(level_schedule=LevelSchedule(num_steps=[2, 1, 1]), overlap="", tile_batch_size=64)
+    plain = sample_videos(model, 2, seed=0, labels=[1, 3], **kwargs)
+    same = sample_videos(model, 2, seed=0, labels=[1, 3], guidance_scale=1.0, **kwargs)
+    assert torch.equal(plain, same)
+    guided = sample_videos(model, 2, seed=0, labels=[1, 3], guidance_scale=3.0, **kwargs)
+    assert not torch.equal(plain, guided)
+    guided_uncached = sample_videos(model, 2, seed=0, labels=[1, 3], guidance_scale=3.0, cached=False, **kwargs)
+    assert torch.equal(guided, guided_uncached)
+    other = sample_videos(model, 2, seed=0, labels=[2, 2], **kwargs)
+    assert not torch.equal(plain, other)
+    # No labels: random ones from the seed, reproducible.
+    assert torch.equal(sample_videos(model, 2, seed=4, **kwargs), sample_videos(model, 2, seed=4, **kwargs))
+
+
+def test_guidance_formula_on_one_tile():
+    model = tiny(num_classes=3)
+    tm = HPDMTileModel(model, cached=True, guidance_scale=2.5)
+    x = torch.randn(2, 3, 2, 4, 4, dtype=torch.float64)
+    sigma = torch.full((2,), 1.5, dtype=torch.float64)
+    coords = model.pyramid.coords(0, (0, 0, 0)).double().expand(2, 6)
+    cond = {"label": torch.tensor([0, 2])}
+    out = tm.denoise(x, sigma, coords, 0, None, cond)
+    c = model(x[:, None], coords[:, None], sigma[:, None], cond)[:, 0]
+    u = model(x[:, None], coords[:, None], sigma[:, None], {"label": torch.tensor([3, 3])})[:, 0]
+    torch.testing.assert_close(out, u + 2.5 * (c - u))
+
+
+def test_text_guidance_runs():
+    model = tiny(text_dim=6)
+    text = torch.randn(2, 3, 6, dtype=torch.float64)
+    cond = {"text": text, "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)}
+    kwargs = dict(level_schedule=LevelSchedule(num_steps=[2, 1, 1]), overlap="", tile_batch_size=64)
+    a = sample_videos(model, 2, seed=0, cond=cond, guidance_scale=2.0, **kwargs)
+    b = sample_videos(model, 2, seed=0, cond=cond, guidance_scale=2.0, cached=False, **kwargs)
+    assert torch.equal(a, b)
+
+
+def test_bad_conditioning_errors():
+    kwargs = dict(level_schedule=LevelSchedule(num_steps=[1, 1, 1]), overlap="")
+    with pytest.raises(ValueError, match="out of range"):
+        sample_videos(tiny(num_classes=5), 1, seed=0, labels=5, **kwargs)
+    with pytest.raises(ValueError, match="out of range"):
+        sample_videos(tiny(num_classes=5), 1, seed=0, labels=-1, **kwargs)
+    with pytest.raises(ValueError, match="not class-conditional"):
+        sample_videos(tiny(), 1, seed=0, labels=0, **kwargs)
+    with pytest.raises(ValueError, match="not text-conditional"):
+        sample_videos(tiny(num_classes=5), 1, seed=0, cond={"text": torch.zeros(1, 2, 4)}, **kwargs)
