@@ -8,8 +8,12 @@ source's draws (temporal offset, crop, caption), then the nested patch offsets.
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
 from dataclasses import dataclass
 from typing import Any, Dict, Tuple, Union
+
+import torch
 
 from hpdm.data.base import ClipSpec, SkipSample, Source
 from hpdm.data.seeding import generator
@@ -24,6 +28,19 @@ class Skipped:
     reason: str
 
 
+# With OpenMP the intra-op thread count is per calling thread, so a data thread can go
+# single-threaded without touching the trainer's. Small ops (pooling a 16x64x64 clip) then run
+# ~20x faster than when data threads and the trainer fight over the same cores.
+_PER_THREAD_POOL = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def _single_threaded_here() -> None:
+    in_worker_process = multiprocessing.parent_process() is not None
+    in_side_thread = threading.current_thread() is not threading.main_thread()
+    if (in_worker_process or (in_side_thread and _PER_THREAD_POOL)) and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 class MakeHierarchy:
     """Callable ``(epoch, index) -> {"x": [L+1, C, t, h, w], "coords": [L+1, 6], "label", "text"}``."""
 
@@ -31,6 +48,7 @@ class MakeHierarchy:
         self.source, self.pyramid, self.spec, self.seed = source, pyramid, spec, int(seed)
 
     def __call__(self, item: Tuple[int, int]) -> Union[Dict[str, Any], Skipped]:
+        _single_threaded_here()
         epoch, index = item
         gen = generator(self.seed, epoch, index)
         try:
