@@ -36,14 +36,14 @@ class ImageFolder(IndexedSource):
         self,
         root: str = gin.REQUIRED,
         captions: Optional[str] = None,
-        class_folders: bool = True,
+        use_class_folders: bool = True,
         cache_dir: Optional[str] = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
     ):
         super().__init__(root, cache_dir)
         self.extensions = tuple(extensions)
         self.captions_file = captions
-        self.class_names = tuple(_class_folders(self.root)) if class_folders else ()
+        self.class_names = tuple(class_folders(self.root)) if use_class_folders else ()
         self.num_classes = len(self.class_names)
         self.has_text = captions is not None
 
@@ -77,8 +77,6 @@ class ImageFolder(IndexedSource):
         video = to_float(frame).expand(-1, spec.target_res[0], -1, -1).contiguous()
         return Clip(video=video, label=item.label, text=self.pick_caption(item, generator))
 
-
-_class_folders = class_folders
 
 
 @gin.configurable
