@@ -208,21 +208,51 @@ def _mismatch_message(what, missing, unexpected, mismatched) -> str:
     return "\n".join(lines)
 
 
+LEVEL_INDEXED = ("latents",)
+
+
 @torch.no_grad()
-def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor], what: str = "checkpoint") -> tuple[list, list]:
+def load_matching(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    what: str = "checkpoint",
+    level_indexed: tuple[str, ...] = LEVEL_INDEXED,
+) -> tuple[list, list]:
     """Fine-tuning load (paper Sec. 5.2): copy every tensor the checkpoint shares with ``model``.
 
-    A model with more pyramid levels than the checkpoint keeps its own initialisation for the
-    tensors the checkpoint lacks. A tensor present in both with a different shape, or a checkpoint
-    tensor the model does not have, means a different architecture: CheckpointError listing them.
-    Returns ``(loaded, initialised)`` name lists (also logged).
+    A model with more pyramid levels than the checkpoint keeps its own initialisation for what the
+    checkpoint lacks. Tensors indexed by level along dim 0 (``level_indexed``: HPDM's per-level
+    ``latents [L+1, N, D]``) load the checkpoint's levels into the first rows, since level ``l`` is
+    the same resolution in both pyramids when the patch size is the same. Any other tensor present
+    in both with a different shape, or a checkpoint tensor the model does not have, means a
+    different architecture: CheckpointError listing them. Returns ``(loaded, initialised)`` name
+    lists (partial loads appear as ``name[0:k]`` and ``name[k:n]``), also logged.
     """
     matching, missing, unexpected, mismatched = compare_state(model, state)
+    own = model.state_dict()
+    partial, loaded, initialised = {}, list(matching), list(missing)
+    for name in level_indexed:
+        if name in own and name in state:
+            src, dst = state[name], own[name]
+            if (
+                tuple(src.shape) != tuple(dst.shape)
+                and src.dim() == dst.dim()
+                and tuple(src.shape[1:]) == tuple(dst.shape[1:])
+                and src.shape[0] < dst.shape[0]
+            ):
+                k, n = src.shape[0], dst.shape[0]
+                partial[name] = k
+                mismatched = [m for m in mismatched if not m.startswith(f"{name}: ")]
+                loaded.append(f"{name}[0:{k}]")
+                initialised.append(f"{name}[{k}:{n}]")
     if unexpected or mismatched:
         raise CheckpointError(_mismatch_message(what, [], unexpected, mismatched))
-    if not matching:
+    if not matching and not partial:
         raise CheckpointError(f"{what} shares no tensor with the model")
     model.load_state_dict({k: state[k] for k in matching}, strict=False)
-    logging.info("Loaded %d tensors from %s: %s", len(matching), what, ", ".join(matching))
-    logging.info("Kept the initialisation of %d tensors: %s", len(missing), ", ".join(missing) or "(none)")
-    return matching, missing
+    for name, k in partial.items():
+        target = model.get_parameter(name) if name in dict(model.named_parameters()) else model.get_buffer(name)
+        target[:k].copy_(state[name])
+    logging.info("Loaded %d tensors from %s: %s", len(loaded), what, ", ".join(loaded))
+    logging.info("Kept the initialisation of %d tensors: %s", len(initialised), ", ".join(initialised) or "(none)")
+    return loaded, initialised

@@ -118,8 +118,10 @@ class Lamb(torch.optim.Optimizer):
                     # `step` is a tensor, as in torch's own optimisers, so the state dict stays
                     # tensors-only (loadable with torch.load(weights_only=True)).
                     state["step"] = torch.zeros((), dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(x, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(x, memory_format=torch.preserve_format)
+                    # Moments have the parameter's own type (a DTensor under FSDP2), so
+                    # torch.distributed.checkpoint can gather them into a full state dict.
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 m, v = _local(state["exp_avg"]), _local(state["exp_avg_sq"])
                 state["step"] += 1
                 t = int(state["step"].item())

@@ -1,0 +1,136 @@
+"""Process groups from torchrun, and DDP / FSDP2 wrapping chosen by a gin mixin (Table 8).
+
+The paper trains the class-conditional models with DDP and the text-to-video ones with FSDP
+(Table 8, "Parallelization strategy"). Select one with ``gin/mixins/ddp.gin`` or
+``gin/mixins/fsdp.gin`` (``wrap_model.strategy``); a single process ignores the strategy.
+The backend is NCCL when CUDA is available and gloo otherwise, so both modes run on CPU.
+
+Single node, 8 GPUs::
+
+    torchrun --nproc_per_node=8 -m hpdm.trainers.train --gin_file=gin/quickstart.gin \\
+        --gin_file=gin/mixins/fsdp.gin --workdir=runs/x
+
+Several nodes (run the same command on every node; torchrun's c10d rendezvous elects the ranks)::
+
+    torchrun --nnodes=4 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_id=hpdm-x \\
+        --rdzv_endpoint=HOST_OF_NODE0:29500 -m hpdm.trainers.train ... --workdir=shared/runs/x
+
+The workdir must be on a file system every node sees: rank 0 writes the checkpoints, and every rank
+reads them back when resuming.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import gin
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(timeout_minutes: float = 30.0) -> DistInfo:
+    """Join the process group torchrun describes (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``), if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(
+            backend=backend,
+            timeout=datetime.timedelta(minutes=timeout_minutes),
+            **({"device_id": device} if device.type == "cuda" else {}),
+        )
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@gin.configurable
+def wrap_model(model: nn.Module, info: DistInfo, strategy: str = "ddp") -> nn.Module:
+    """Wrap ``model`` for data parallelism; returns the module the training step calls.
+
+    ``strategy``: ``"ddp"`` (DistributedDataParallel) or ``"fsdp"`` (FSDP2 ``fully_shard``: each
+    RIN block in ``model.blocks`` is its own unit, then the root). FSDP2 shards the module in
+    place, so ``model`` itself is returned and parameter names stay those of the plain module.
+    A single process returns ``model`` unchanged.
+    """
+    if not info.distributed:
+        return model
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        return DDP(model, device_ids=ids)
+    if strategy == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(info.device.type, (info.world_size,))
+        for block in getattr(model, "blocks", []):
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        return model
+    raise ValueError(f"wrap_model: unknown strategy {strategy!r} (use 'ddp' or 'fsdp')")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module behind a DDP wrapper."""
+    return model.module if hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.clone()
+        dist.all_reduce(t)
+        t /= dist.get_world_size()
+    return t
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` is true on any rank (so every rank takes the same branch)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+    return flag
+
+
+def gather_objects(obj) -> list:
+    """Every rank's ``obj`` (in rank order); ``[obj]`` in a single process."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()

@@ -1,0 +1,647 @@
+"""The training loop (paper Sec. 4.6, Appendix C Table 8, Appendix D).
+
+One optimiser step: ``grad_accum`` micro-batches per rank, the joint hierarchical loss (Eq. 4),
+gradient clipping, LAMB, the warm-up + cosine LR schedule, the EMA. Around it: exact resume,
+checkpoints, TensorBoard, the console progress line, and samples every ``sample_every`` steps.
+
+Randomness that shapes a step is drawn *per sample* from a generator keyed by ``(seed, step,
+position of the sample in the global batch)``: the noise levels, the noise, and the conditioning
+dropout. The data loader shards strided by rank, so sample ``j`` of rank ``r`` in micro-batch ``m``
+sits at ``world * (m * micro_batch + j) + r`` of the global batch. With the loss normalised by the
+global number of loss terms, a run on W ranks with A accumulation steps computes the same update as
+one process with the whole global batch (up to float summation order), and a resumed run redraws
+exactly what the uninterrupted one drew.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import inspect
+import math
+import os
+import random
+import struct
+import time
+from typing import Callable, Optional, Sequence
+
+import gin
+import numpy as np
+import torch
+from absl import logging
+from torch import nn
+
+from hpdm import gin_utils
+from hpdm.trainers import checkpoint as ckpt
+from hpdm.trainers import distributed as hdist
+from hpdm.trainers.ema import EMA
+from hpdm.trainers.lamb import build_optimizer
+from hpdm.trainers.schedule import warmup_cosine
+
+_SALT_STEP = 0x5EED
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive non-finite losses or gradients."""
+
+
+class ConfigConflictError(RuntimeError):
+    """A resumed run was started with a configuration that differs from the saved one."""
+
+
+def derive_seed(*parts: int) -> int:
+    digest = hashlib.blake2b(struct.pack(f"<{len(parts)}q", *[int(p) for p in parts]), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+# ---------------------------------------------------------------------------- RNG state (exact resume)
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        # Python's state is (version, tuple of ints, gauss): plain containers are weights_only-safe.
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+class _ModelHandle:
+    """What the loss sees: calls go through the (DDP) wrapper, attributes come from the plain model.
+
+    ``diffusion_loss`` reads ``model.schedule`` and calls ``model(...)``; a DDP wrapper has no
+    ``schedule``, and calling the plain module would bypass DDP's gradient hooks.
+    """
+
+    def __init__(self, wrapped: nn.Module, plain: nn.Module):
+        self._wrapped, self._plain = wrapped, plain
+
+    def __call__(self, *args, **kwargs):
+        return self._wrapped(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._plain, name)
+
+
+def _call_with_supported(fn: Callable, **kwargs):
+    """Call ``fn`` with the keyword arguments its signature accepts (loader builders differ)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return fn(**kwargs)
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return fn(**kwargs)
+    return fn(**{k: v for k, v in kwargs.items() if k in params})
+
+
+def _default_model_fn():
+    from hpdm.core import HPDM
+
+    return HPDM()
+
+
+def _default_loader_fn(**kwargs):
+    from hpdm.data import build_train_loader
+
+    return _call_with_supported(build_train_loader, **kwargs)
+
+
+def _default_loss_fn(*args, **kwargs):
+    from hpdm.core import diffusion_loss
+
+    return diffusion_loss(*args, **kwargs)
+
+
+def _default_sample_fn():
+    try:
+        from hpdm.samplers import sample_videos
+    except ImportError:  # the sampler is optional for training
+        return None
+    return sample_videos
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# ---------------------------------------------------------------------------- trainer
+
+
+@gin.configurable(denylist=["workdir", "seed", "allow_config_override"])
+class Trainer:
+    """HPDM training (paper Sec. 4.6, Table 8).
+
+    Args:
+        workdir: run directory (checkpoints, TensorBoard events, ``config.gin``).
+        seed: seeds model initialisation and every per-step draw (``--seed``).
+        allow_config_override: let a resumed run use a config that differs from the saved one.
+        train_steps: optimiser steps (``TRAIN_STEPS``).
+        batch_size: *global* batch per optimiser step (``BATCH_SIZE``); split over ranks and
+            accumulation steps (must divide evenly).
+        model_fn / loader_fn / loss_fn / sample_fn: factories; defaults ``hpdm.core.HPDM``,
+            ``hpdm.data.build_train_loader`` (called with batch_size, seed, rank, world_size),
+            ``hpdm.core.diffusion_loss``, ``hpdm.samplers.sample_videos`` (if importable).
+        optimizer_fn / schedule_fn: ``build_optimizer(model)`` (LAMB) and
+            ``warmup_cosine(optimizer, total_steps=train_steps)``.
+        grad_accum: micro-batches per optimiser step.
+        clip_grad_norm: global gradient-norm clip (None: no clipping, norm still logged).
+        label_dropout: probability of replacing the class label / caption by the null condition
+            (Table 8: 0.1), for classifier-free guidance.
+        ema_decay: EMA decay (see ``EMA``).
+        checkpoint_every / keep_checkpoints: cadence and retention (the final step is always saved).
+        log_every: steps between TensorBoard scalars and the console progress line.
+        sample_every / num_samples / sample_fps: GIF samples of the EMA model (0: never).
+        max_consecutive_skips: stop after this many consecutive non-finite steps.
+        bf16: bfloat16 autocast (off: Appendix D, item 7, mixed precision converged worse).
+        compile: ``torch.compile`` the model's forward.
+        activation_checkpointing: recompute each RIN block in the backward pass.
+        init_from: fine-tuning source (Sec. 5.2): a workdir, checkpoint directory or safetensors
+            file; used only when the workdir has no checkpoint yet.
+        init_from_ema: take the EMA weights of ``init_from``.
+        text_encoder_fn: builds a ``TextEncoder`` when batches carry captions.
+        inject_nan_at_steps: fault injection for tests: make the loss NaN at these steps.
+        step_delay: seconds to sleep after each step (tests use it to kill a run mid-way).
+    """
+
+    def __init__(
+        self,
+        workdir: str,
+        seed: int = 0,
+        allow_config_override: bool = False,
+        train_steps: int = gin.REQUIRED,
+        batch_size: int = gin.REQUIRED,
+        model_fn: Callable[[], nn.Module] = _default_model_fn,
+        loader_fn: Callable = _default_loader_fn,
+        loss_fn: Callable = _default_loss_fn,
+        sample_fn: Optional[Callable] = None,
+        optimizer_fn: Callable = build_optimizer,
+        schedule_fn: Callable = warmup_cosine,
+        grad_accum: int = 1,
+        clip_grad_norm: Optional[float] = 1.0,
+        label_dropout: float = 0.1,
+        ema_decay: float = 0.9999,
+        checkpoint_every: int = 1000,
+        keep_checkpoints: int = 3,
+        log_every: int = 10,
+        sample_every: int = 0,
+        num_samples: int = 2,
+        sample_fps: float = 8.0,
+        max_consecutive_skips: int = 10,
+        bf16: bool = False,
+        compile: bool = False,
+        activation_checkpointing: bool = False,
+        init_from: Optional[str] = None,
+        init_from_ema: bool = True,
+        text_encoder_fn: Optional[Callable] = None,
+        inject_nan_at_steps: Sequence[int] = (),
+        step_delay: float = 0.0,
+    ):
+        self.workdir = workdir
+        self.seed = int(seed)
+        self.allow_config_override = allow_config_override
+        self.train_steps = int(train_steps)
+        self.global_batch = int(batch_size)
+        self.model_fn, self.loader_fn, self.loss_fn = model_fn, loader_fn, loss_fn
+        self.sample_fn = sample_fn
+        self.optimizer_fn, self.schedule_fn = optimizer_fn, schedule_fn
+        self.grad_accum = int(grad_accum)
+        self.clip_grad_norm = clip_grad_norm
+        self.label_dropout = float(label_dropout)
+        self.ema_decay = ema_decay
+        self.checkpoint_every = int(checkpoint_every)
+        self.keep_checkpoints = int(keep_checkpoints)
+        self.log_every = max(1, int(log_every))
+        self.sample_every = int(sample_every)
+        self.num_samples = int(num_samples)
+        self.sample_fps = sample_fps
+        self.max_consecutive_skips = int(max_consecutive_skips)
+        self.bf16 = bf16
+        self.compile = compile
+        self.activation_checkpointing = activation_checkpointing
+        self.init_from, self.init_from_ema = init_from, init_from_ema
+        self.text_encoder_fn = text_encoder_fn
+        self.inject_nan_at_steps = {int(s) for s in inject_nan_at_steps}
+        self.step_delay = float(step_delay)
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
+        if self.train_steps < 1:
+            raise ValueError(f"train_steps must be >= 1, got {train_steps}")
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        self.info = hdist.init_distributed()
+        info = self.info
+        per_step = info.world_size * self.grad_accum
+        if self.global_batch % per_step:
+            raise ValueError(
+                f"batch_size={self.global_batch} must be divisible by world_size*grad_accum={per_step}"
+            )
+        self.micro_batch = self.global_batch // per_step
+        os.makedirs(self.workdir, exist_ok=True)
+
+        # Same seed on every rank: identical initialisation (DDP broadcasts anyway; FSDP2 shards
+        # the full tensors each rank built).
+        seed_everything(self.seed)
+        plain = self.model_fn()
+        if self.activation_checkpointing:
+            if not hasattr(plain, "activation_checkpointing"):
+                raise ValueError(f"{type(plain).__name__} has no activation_checkpointing switch")
+            plain.activation_checkpointing = True
+        found = ckpt.load_latest(self.workdir)
+        if found is None and self.init_from:
+            self._init_from(plain)
+        plain.to(info.device)
+        if self.compile:
+            plain.compile()
+        self.plain = plain
+        self.wrapped = hdist.wrap_model(plain, info)
+        self.model = _ModelHandle(self.wrapped, plain)
+        self.ema = EMA(plain, decay=self.ema_decay)
+        self.optimizer = self.optimizer_fn(plain)
+        self.scheduler = self.schedule_fn(self.optimizer, total_steps=self.train_steps)
+        self.loader = self.loader_fn(
+            batch_size=self.micro_batch, seed=self.seed, rank=info.rank, world_size=info.world_size
+        )
+        loader_classes = getattr(self.loader, "num_classes", None)
+        model_classes = int(getattr(plain, "num_classes", 0))
+        if loader_classes is not None and model_classes and int(loader_classes) != model_classes:
+            raise ValueError(f"the data has {loader_classes} classes but the model was built for {model_classes}")
+        self.text_encoder = self.text_encoder_fn() if self.text_encoder_fn is not None else None
+        if self.sample_fn is None:
+            self.sample_fn = _default_sample_fn()
+
+        self.step = 0
+        self.skipped_steps = 0
+        self.consecutive_skips = 0
+        if found is not None:
+            self._resume(*found)
+        self._config_check()
+        self.tb = None
+        if info.is_main:
+            from hpdm.trainers.tb import TBLogger
+
+            self.tb = TBLogger(self.workdir)
+            self.tb.text("config", self.operative_config, self.step)
+
+    def _init_from(self, plain: nn.Module) -> None:
+        from safetensors.torch import load_file
+
+        path = ckpt.resolve_weights(self.init_from, ema=self.init_from_ema)
+        loaded, initialised = ckpt.load_matching(plain, load_file(path), what=path)
+        logging.info("Fine-tuning from %s: %d tensors loaded, %d initialised", path, len(loaded), len(initialised))
+        self.finetune_report = (loaded, initialised)
+
+    def _resume(self, path: str, payload) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        model_sd, ema_sd, state = payload
+        ckpt.check_same_architecture(self.plain, model_sd, what=path)
+        ckpt.check_same_architecture(self.plain, ema_sd, what=os.path.join(path, ckpt.EMA_FILE))
+        set_state_dict(
+            self.plain,
+            self.optimizer,
+            model_state_dict=model_sd,
+            optim_state_dict=state["optimizer"],
+            options=StateDictOptions(full_state_dict=True),
+        )
+        self.ema.load_state_dict(ema_sd, state["ema_updates"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        ranks = state["ranks"]
+        if len(ranks) != self.info.world_size:
+            logging.warning(
+                "Checkpoint was written by %d ranks, resuming on %d: data order and RNG are not exact",
+                len(ranks),
+                self.info.world_size,
+            )
+        mine = ranks[self.info.rank % len(ranks)]
+        if len(ranks) == self.info.world_size and hasattr(self.loader, "load_state_dict"):
+            self.loader.load_state_dict(mine["data"])
+        set_rng_state(mine["rng"])
+        if int(state.get("seed", self.seed)) != self.seed:
+            logging.warning("Resuming with --seed=%d; the run was started with %d", self.seed, state["seed"])
+        self.step = int(state["step"])
+        self.skipped_steps = int(state["skipped_steps"])
+        self.consecutive_skips = int(state["consecutive_skips"])
+        logging.info("Resumed from %s at step %d", path, self.step)
+
+    def _config_check(self) -> None:
+        """Save the operative config, or check it against the saved one on resume (DESIGN.md)."""
+        self.operative_config = gin.operative_config_str()
+        path = os.path.join(self.workdir, gin_utils.OPERATIVE_CONFIG)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                saved = f.read()
+            if saved != self.operative_config:
+                diff = "\n".join(
+                    difflib.unified_diff(saved.splitlines(), self.operative_config.splitlines(), "saved", "new", lineterm="", n=0)
+                )
+                if not self.allow_config_override:
+                    raise ConfigConflictError(
+                        f"the configuration differs from the one saved in {path}:\n{diff}\n"
+                        "Run without --gin_file/--gin_param to resume with the saved config, or pass "
+                        "--allow_config_override to replace it."
+                    )
+                logging.warning("Overriding the saved config (--allow_config_override):\n%s", diff)
+            else:
+                return
+        if self.info.is_main:
+            _atomic_write_text(path, self.operative_config)
+
+    # ------------------------------------------------------------------ one step
+
+    def _cond(self, batch: dict, x: torch.Tensor, draws: list) -> Optional[dict]:
+        """Conditioning with per-sample dropout to the null condition (Table 8: p = 0.1)."""
+        drop = torch.tensor([d for d in draws], dtype=torch.bool, device=x.device)
+        cond = {}
+        num_classes = int(getattr(self.plain, "num_classes", 0))
+        if num_classes > 0 and "label" in batch:
+            label = batch["label"].to(x.device)
+            cond["label"] = torch.where(drop, torch.full_like(label, num_classes), label)
+        if int(getattr(self.plain, "text_dim", 0)) > 0 and "text" in batch:
+            if self.text_encoder is None:
+                raise ValueError("the batches carry captions: bind Trainer.text_encoder_fn = @TextEncoder")
+            emb, mask = self.text_encoder(list(batch["text"]))
+            emb, mask = emb.to(x.device), mask.to(x.device)
+            # The sampler's null text (hpdm.samplers.null_cond): zero embeddings, every token masked.
+            emb = torch.where(drop[:, None, None], torch.zeros_like(emb), emb)
+            mask = mask & ~drop[:, None]
+            cond["text"], cond["text_mask"] = emb, mask
+        return cond or None
+
+    def _draws(self, batch: dict, micro: int):
+        """Per-sample sigma, noise, loss mask and dropout keyed by global batch position."""
+        x = batch["x"]
+        b, levels = x.shape[:2]
+        schedule = self.plain.schedule
+        sigmas, masks, noises, drops = [], [], [], []
+        for j in range(b):
+            pos = self.info.world_size * (micro * self.micro_batch + j) + self.info.rank
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, _SALT_STEP, self.step, pos))
+            sigma, mask = schedule.sample_training_sigmas(1, levels, gen)
+            noises.append(torch.randn(x.shape[1:], generator=gen))
+            drops.append(bool(torch.rand((), generator=gen).item() < self.label_dropout))
+            sigmas.append(sigma[0])
+            masks.append(mask[0])
+        dev = self.info.device
+        return (
+            torch.stack(sigmas).to(dev, x.dtype),
+            torch.stack(noises).to(dev, x.dtype),
+            torch.stack(masks).to(dev),
+            drops,
+        )
+
+    def _sync_context(self, last: bool):
+        if last:
+            return contextlib.nullcontext()
+        if isinstance(self.wrapped, nn.parallel.DistributedDataParallel):
+            return self.wrapped.no_sync()
+        return contextlib.nullcontext()
+
+    def train_step(self) -> dict:
+        micro_batches = [next(self.loader) for _ in range(self.grad_accum)]
+        draws = [self._draws(batch, m) for m, batch in enumerate(micro_batches)]
+        # Normalise by the global number of loss terms (levels not at context noise), so the
+        # DDP-averaged gradient equals the single-process one whatever the sharding.
+        local_terms = torch.tensor([float(d[2].sum()) for d in draws], dtype=torch.float64)
+        total = local_terms.sum().clone()
+        if self.info.distributed:
+            import torch.distributed as dist
+
+            total = total.to(self.info.device)
+            dist.all_reduce(total)
+            total = total.cpu()
+        total = float(total.clamp_min(1.0))
+        fsdp = hasattr(self.wrapped, "set_requires_gradient_sync")
+        loss_sum, level_sum, level_terms = 0.0, None, None
+        for m, (batch, (sigma, noise, mask, drop)) in enumerate(zip(micro_batches, draws)):
+            last = m == self.grad_accum - 1
+            if fsdp:
+                self.wrapped.set_requires_gradient_sync(last)
+            x = batch["x"].to(self.info.device, non_blocking=True)
+            coords = batch["coords"].to(self.info.device, non_blocking=True)
+            cond = self._cond(batch, x, drop)
+            with self._sync_context(last), torch.autocast(
+                self.info.device.type, dtype=torch.bfloat16, enabled=self.bf16
+            ):
+                loss, per_level = self.loss_fn(
+                    self.model, x, coords, cond=cond, sigma=sigma, noise=noise, loss_mask=mask
+                )
+                if self.step in self.inject_nan_at_steps:
+                    loss = loss * float("nan")
+                weight = float(local_terms[m]) * self.info.world_size / total
+                (loss.float() * weight).backward()
+            loss_sum += loss.detach().float().item() * float(local_terms[m])
+            terms = mask.sum(0).double().cpu()
+            pl = per_level.detach().double().cpu() * terms
+            level_sum = pl if level_sum is None else level_sum + pl
+            level_terms = terms if level_terms is None else level_terms + terms
+
+        params = [p for p in self.plain.parameters() if p.grad is not None]
+        max_norm = float("inf") if self.clip_grad_norm is None else float(self.clip_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        grad_norm = float(grad_norm)
+        nonfinite = hdist.any_rank(not (math.isfinite(loss_sum) and math.isfinite(grad_norm)), self.info.device)
+        if nonfinite:
+            self.skipped_steps += 1
+            self.consecutive_skips += 1
+            logging.warning(
+                "Step %d: non-finite loss or gradient; update skipped (%d in a row, %d in total)",
+                self.step,
+                self.consecutive_skips,
+                self.skipped_steps,
+            )
+        else:
+            self.optimizer.step()
+            self.ema.update(self.plain)
+            self.consecutive_skips = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.step += 1
+        if nonfinite and self.consecutive_skips >= self.max_consecutive_skips:
+            raise NonFiniteLossError(
+                f"{self.consecutive_skips} consecutive non-finite steps (last at step {self.step - 1}); "
+                f"stopping. The last good checkpoint is kept in {ckpt.checkpoints_root(self.workdir)}."
+            )
+        stats = torch.tensor(
+            [loss_sum, *level_sum.tolist(), float(local_terms.sum()), *level_terms.tolist()], dtype=torch.float64
+        )
+        return {"stats": stats, "grad_norm": grad_norm, "lr": lr, "skipped": nonfinite}
+
+    # ------------------------------------------------------------------ checkpoints, samples, logs
+
+    def save(self) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        model_sd, optim_sd = get_state_dict(
+            self.plain, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        ema_sd = self.ema.state_dict()
+        rank_state = {
+            "rng": rng_state(),
+            "data": self.loader.state_dict() if hasattr(self.loader, "state_dict") else {},
+        }
+        ranks = hdist.gather_objects(rank_state)
+        if self.info.is_main:
+            state = {
+                "step": self.step,
+                "seed": self.seed,
+                "optimizer": optim_sd,
+                "scheduler": self.scheduler.state_dict(),
+                "ema_updates": self.ema.num_updates,
+                "skipped_steps": self.skipped_steps,
+                "consecutive_skips": self.consecutive_skips,
+                "world_size": self.info.world_size,
+                "ranks": ranks,
+            }
+            path = ckpt.save_checkpoint(self.workdir, self.step, model_sd, ema_sd, state, keep=self.keep_checkpoints)
+            logging.info("Saved %s", path)
+        hdist.barrier()
+
+    def sample(self) -> None:
+        """Log GIF samples of the EMA weights (rank 0; the EMA gather is collective)."""
+        ema_sd = self.ema.state_dict()
+        if not self.info.is_main:
+            return
+        # Sampling must not disturb the training RNG streams (exact resume).
+        with torch.random.fork_rng(devices=[]):
+            if getattr(self, "_sample_model", None) is None:
+                self._sample_model = self.model_fn().to(self.info.device)
+            self._sample_model.load_state_dict(ema_sd)
+            cond = None
+            num_classes = int(getattr(self._sample_model, "num_classes", 0))
+            if num_classes > 0:
+                cond = {"label": torch.arange(self.num_samples) % num_classes}
+            videos = self.sample_fn(self._sample_model, self.num_samples, seed=self.seed, cond=cond)
+        videos = videos.cpu().numpy() if isinstance(videos, torch.Tensor) else np.asarray(videos)
+        self.tb.videos("samples", videos, self.step, fps=self.sample_fps)
+        self.tb.flush()
+
+    def _log(self, acc: torch.Tensor, steps: int, grad_norm: float, lr: float, dt: float, start_step: int, t_start: float):
+        if self.info.distributed:
+            import torch.distributed as dist
+
+            acc = acc.to(self.info.device)
+            dist.all_reduce(acc)
+            acc = acc.cpu()
+        levels = (acc.numel() - 2) // 2
+        terms = acc[levels + 1]
+        loss = float(acc[0] / terms.clamp_min(1))
+        per_level = (acc[1 : levels + 1] / acc[levels + 2 :].clamp_min(1)).tolist()
+        if not self.info.is_main:
+            return
+        videos_per_s = self.global_batch * steps / max(dt, 1e-9)
+        scalars = {
+            "train/loss": loss,
+            "train/lr": lr,
+            "train/grad_norm": grad_norm,
+            "train/skipped_steps": self.skipped_steps,
+            "speed/videos_per_s": videos_per_s,
+            "speed/patches_per_s": videos_per_s * levels,
+        }
+        for l, v in enumerate(per_level):
+            scalars[f"train/loss_level_{l}"] = v
+        data_skips = getattr(self.loader, "num_skipped", None)
+        if data_skips is None and hasattr(getattr(self.loader, "source", None), "num_skipped"):
+            data_skips = self.loader.source.num_skipped
+        if data_skips is not None:
+            scalars["data/skipped_samples"] = float(data_skips)
+        self.tb.scalars(scalars, self.step)
+        elapsed = time.time() - t_start
+        rate = (self.step - start_step) / max(elapsed, 1e-9)
+        eta = (self.train_steps - self.step) / rate if rate > 0 else float("inf")
+        levels_txt = " ".join(f"l{l} {v:.4f}" for l, v in enumerate(per_level))
+        logging.info(
+            "step %d/%d | loss %.4f (%s) | lr %.2e | grad %.3f | %.2f videos/s %.2f patches/s | skipped %d | ETA %s",
+            self.step,
+            self.train_steps,
+            loss,
+            levels_txt,
+            lr,
+            grad_norm,
+            videos_per_s,
+            videos_per_s * levels,
+            self.skipped_steps,
+            _format_duration(eta),
+        )
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self) -> None:
+        self.setup()
+        try:
+            self._loop()
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+            close = getattr(self.loader, "close", None)
+            if close is not None:
+                close()
+
+    def _loop(self) -> None:
+        start_step, t_start = self.step, time.time()
+        acc, acc_steps, t_log = None, 0, time.time()
+        if self.step >= self.train_steps:
+            logging.info("Nothing to do: the run is at step %d of %d", self.step, self.train_steps)
+            return
+        self.wrapped.train()
+        while self.step < self.train_steps:
+            out = self.train_step()
+            acc = out["stats"] if acc is None else acc + out["stats"]
+            acc_steps += 1
+            if self.step % self.log_every == 0 or self.step == self.train_steps:
+                self._log(acc, acc_steps, out["grad_norm"], out["lr"], time.time() - t_log, start_step, t_start)
+                acc, acc_steps, t_log = None, 0, time.time()
+            if self.step % self.checkpoint_every == 0 or self.step == self.train_steps:
+                self.save()
+            if self.sample_every > 0 and self.sample_fn is not None and self.step % self.sample_every == 0:
+                try:
+                    self.sample()
+                except Exception as e:  # noqa: BLE001 - a sampler failure must not end the training run
+                    logging.exception("Sampling at step %d failed: %s", self.step, e)
+            if self.step_delay:
+                time.sleep(self.step_delay)

@@ -1,0 +1,132 @@
+"""Frozen T5 text encoder with an on-disk cache of caption embeddings (paper Sec. 4.6; Table 8).
+
+The text-to-video models condition on T5 (T5-11B in the paper) token embeddings. The encoder is
+frozen, so a caption's embedding never changes during training: each caption is encoded once and
+stored in ``cache_dir`` as a small safetensors file keyed by a hash of (encoder id, max_length,
+caption). The files are written atomically (temporary name, then rename), so several data-parallel
+ranks may share one cache directory.
+
+Offline use: a local directory is loaded with ``local_files_only=True``; a hub name is resolved
+from the local Hugging Face cache only when ``HF_HUB_OFFLINE=1`` (or ``TRANSFORMERS_OFFLINE=1``)
+is set. Nothing is downloaded in that mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+
+import gin
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def _offline() -> bool:
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+@gin.configurable
+class TextEncoder:
+    """Caption list -> (embeddings ``[B, S, D]`` float32, mask ``[B, S]`` bool).
+
+    Args:
+        name_or_path: a local directory holding a T5 (encoder) checkpoint and its tokenizer, or a
+            hub name such as ``google/t5-v1_1-xxl`` (resolved offline from the HF cache when
+            ``HF_HUB_OFFLINE=1``).
+        max_length: captions are truncated to this many tokens.
+        cache_dir: where caption embeddings are cached (None: in-memory only).
+        device: where the encoder runs (None: CUDA if available).
+        dtype: encoder weights' dtype (the cached embeddings are float32).
+    """
+
+    def __init__(
+        self,
+        name_or_path: str = gin.REQUIRED,
+        max_length: int = 128,
+        cache_dir: str | None = None,
+        device: str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
+        from transformers import AutoTokenizer, T5EncoderModel
+
+        local = os.path.isdir(name_or_path)
+        local_only = local or _offline()
+        self.model_id = os.path.abspath(name_or_path) if local else name_or_path
+        self.max_length = int(max_length)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_only)
+        self.encoder = T5EncoderModel.from_pretrained(name_or_path, local_files_only=local_only, dtype=dtype)
+        self.encoder.eval().requires_grad_(False).to(self.device)
+        self.dim = int(self.encoder.config.d_model)
+        self.cache_dir = cache_dir
+        if cache_dir:
+            os.makedirs(cache_dir, exist_ok=True)
+        self._memory: dict[str, torch.Tensor] = {}
+        self.num_encoded = 0  # captions that went through the encoder (for tests and logging)
+
+    def key(self, caption: str) -> str:
+        h = hashlib.sha256(f"{self.model_id}\x00{self.max_length}\x00{caption}".encode("utf-8"))
+        return h.hexdigest()
+
+    def _cache_path(self, key: str) -> str:
+        return os.path.join(self.cache_dir, key[:2], key + ".safetensors")
+
+    def _lookup(self, key: str) -> torch.Tensor | None:
+        if key in self._memory:
+            return self._memory[key]
+        if self.cache_dir:
+            path = self._cache_path(key)
+            if os.path.isfile(path):
+                try:
+                    emb = load_file(path)["embedding"]
+                except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
+                    return None
+                self._memory[key] = emb
+                return emb
+        return None
+
+    def _store(self, key: str, emb: torch.Tensor) -> None:
+        self._memory[key] = emb
+        if not self.cache_dir:
+            return
+        path = self._cache_path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"embedding": emb.contiguous()}, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @torch.no_grad()
+    def _encode(self, captions: list[str]) -> list[torch.Tensor]:
+        tok = self.tokenizer(
+            captions, max_length=self.max_length, truncation=True, padding=True, return_tensors="pt"
+        )
+        ids = tok["input_ids"].to(self.device)
+        mask = tok["attention_mask"].to(self.device)
+        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state.float().cpu()
+        lengths = mask.sum(1).tolist()
+        self.num_encoded += len(captions)
+        # Store only the real tokens; padding is rebuilt per batch.
+        return [hidden[i, : int(n)].clone() for i, n in enumerate(lengths)]
+
+    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = [self.key(c) for c in captions]
+        found = {k: self._lookup(k) for k in set(keys)}
+        todo = sorted({c for c, k in zip(captions, keys) if found[k] is None})
+        if todo:
+            for caption, emb in zip(todo, self._encode(todo)):
+                found[self.key(caption)] = emb
+                self._store(self.key(caption), emb)
+        embs = [found[k] for k in keys]
+        seq = max(1, max(e.shape[0] for e in embs))
+        out = torch.zeros(len(embs), seq, self.dim)
+        mask = torch.zeros(len(embs), seq, dtype=torch.bool)
+        for i, e in enumerate(embs):
+            out[i, : e.shape[0]] = e
+            mask[i, : e.shape[0]] = True
+        return out, mask

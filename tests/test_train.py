@@ -1,0 +1,162 @@
+"""The hpdm-train binary end to end on a tiny HPDM (CPU): exact resume after SIGKILL, TensorBoard
+events, config and architecture checks, checkpoint fallback, non-finite loss handling, fine-tuning."""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from train_helpers import assert_tree_equal, ckpt_dir, env, load_ckpt, run, train_cmd, write_gin, REPO
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    gin_file = write_gin(tmp_path)
+    # The same command for both runs; the delay only gives the test time to kill mid-run.
+    params = ("Trainer.step_delay=0.4",)
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    run(train_cmd(gin_file, full, *params))
+    proc = subprocess.Popen(
+        train_cmd(gin_file, killed, *params), cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.time() + 180
+        while not os.path.isdir(ckpt_dir(killed, 2)) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.6)  # now inside step 3 or 4
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert not os.path.isdir(ckpt_dir(killed, 6))
+    _, _, err = run(train_cmd(gin_file, killed, *params))
+    assert "Resumed from" in err
+    a, b = load_ckpt(full, 6), load_ckpt(killed, 6)
+    for x, y in zip(a[:2], b[:2]):
+        assert set(x) == set(y)
+        for k in x:
+            assert torch.equal(x[k], y[k]), k
+    assert_tree_equal(a[2]["optimizer"], b[2]["optimizer"], "optimizer")
+    assert_tree_equal(a[2]["scheduler"], b[2]["scheduler"], "scheduler")
+    assert a[2]["step"] == b[2]["step"] == 6
+    # Running the finished command again is a no-op resume.
+    _, _, err = run(train_cmd(gin_file, killed, *params))
+    assert "Nothing to do" in err
+
+
+def test_tensorboard_events_and_gif_samples(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    gin_file = write_gin(tmp_path, "LevelSchedule.num_steps = [2, 1]\nTrainer.num_samples = 1")
+    work = tmp_path / "w"
+    run(train_cmd(gin_file, work, "TRAIN_STEPS=2", "SAMPLE_EVERY=2"))
+    ea = EventAccumulator(str(work), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    ea.Reload()
+    scalars = set(ea.Tags()["scalars"])
+    for tag in ("train/loss", "train/loss_level_0", "train/loss_level_1", "train/loss_level_2", "train/lr",
+                "train/grad_norm", "speed/videos_per_s", "speed/patches_per_s", "train/skipped_steps"):
+        assert tag in scalars, tag
+    images = ea.Tags()["images"]
+    assert images, "no GIF image summary"
+    gif = ea.Images(images[0])[0]
+    assert gif.encoded_image_string[:6] == b"GIF89a" and gif.step == 2
+    assert os.path.isfile(os.path.join(str(work), "config.gin"))
+    assert "config/text_summary" in ea.Tags()["tensors"]
+
+
+def test_bad_gin_binding_names_it(tmp_path):
+    gin_file = write_gin(tmp_path)
+    code, _, err = run(train_cmd(gin_file, tmp_path / "w", "Trainer.trian_steps=3"), check=False)
+    assert code != 0 and "trian_steps" in err
+
+
+def test_config_conflict_override_and_architecture_mismatch(tmp_path):
+    gin_file = write_gin(tmp_path)
+    work = tmp_path / "w"
+    run(train_cmd(gin_file, work, "TRAIN_STEPS=2"))
+    code, _, err = run(train_cmd(gin_file, work, "TRAIN_STEPS=4"), check=False)
+    assert code != 0 and "differs from the one saved" in err and "TRAIN_STEPS" in err
+    # The workdir alone resumes with the saved config (nothing left to do at step 2 of 2).
+    _, _, err = run([*train_cmd(gin_file, work)[:3], f"--workdir={work}"])
+    assert "Nothing to do" in err
+    run(train_cmd(gin_file, work, "TRAIN_STEPS=4", extra_flags=["--allow_config_override"]))
+    assert load_ckpt(work, 4)[2]["step"] == 4
+    code, _, err = run(
+        train_cmd(gin_file, work, "TRAIN_STEPS=4", "HPDM.token_dim=24", extra_flags=["--allow_config_override"]),
+        check=False,
+    )
+    assert code != 0 and "does not match the model's architecture" in err and "tokenizer.proj.weight" in err
+
+
+def test_corrupt_newest_checkpoint_falls_back(tmp_path):
+    gin_file = write_gin(tmp_path)
+    work = tmp_path / "w"
+    run(train_cmd(gin_file, work, "TRAIN_STEPS=4"))
+    reference = load_ckpt(work, 4)
+    with open(os.path.join(ckpt_dir(work, 4), "model.safetensors"), "r+b") as f:
+        f.truncate(64)
+    _, _, err = run(train_cmd(gin_file, work, "TRAIN_STEPS=4"))
+    assert "unreadable" in err and "step_00000002 at step 2" in err
+    again = load_ckpt(work, 4)
+    for k in reference[0]:
+        assert torch.equal(reference[0][k], again[0][k]), k
+
+
+def test_nonfinite_loss_skipped_then_clean_stop(tmp_path):
+    gin_file = write_gin(tmp_path)
+    one = tmp_path / "one"
+    run(train_cmd(gin_file, one, "TRAIN_STEPS=3", "Trainer.inject_nan_at_steps=[1]"))
+    assert load_ckpt(one, 3)[2]["skipped_steps"] == 1
+
+    stop = tmp_path / "stop"
+    code, _, err = run(
+        train_cmd(gin_file, stop, "CHECKPOINT_EVERY=1", "Trainer.inject_nan_at_steps=[2, 3, 4]",
+                  "Trainer.max_consecutive_skips=3"),
+        check=False,
+    )
+    assert code != 0 and "NonFiniteLossError" in err and "3 consecutive non-finite steps" in err
+    from hpdm.trainers.checkpoint import latest_valid_checkpoint
+
+    assert latest_valid_checkpoint(str(stop)) == ckpt_dir(stop, 4)
+    good, last = load_ckpt(stop, 2), load_ckpt(stop, 4)
+    assert last[2]["skipped_steps"] == 2
+    for k in good[0]:
+        assert torch.equal(good[0][k], last[0][k]), k  # skipped steps never touched the weights
+
+
+def test_finetune_three_levels_from_one_level(tmp_path):
+    gin_file = write_gin(tmp_path)
+    small = tmp_path / "small"
+    run(train_cmd(gin_file, small, "TRAIN_STEPS=1", "TARGET_RES=(1, 8, 8)"))
+    big = tmp_path / "big"
+    _, _, err = run(train_cmd(gin_file, big, "TRAIN_STEPS=1", f"Trainer.init_from='{small}'", "Trainer.init_from_ema=False"))
+    assert "tensors loaded" in err
+    src = load_file(os.path.join(ckpt_dir(small, 1), "model.safetensors"))
+    # Check the load itself (before any training step) in-process.
+    import gin
+
+    from hpdm import gin_utils
+    from hpdm.core import HPDM
+    from hpdm.trainers.checkpoint import load_matching
+
+    with open(os.path.join(str(big), "config.gin")) as f:
+        gin_utils.parse_text(f.read(), skip_unknown=True)
+    torch.manual_seed(0)
+    model = HPDM()
+    assert model.num_levels == 3
+    loaded, initialised = load_matching(model, src)
+    sd = model.state_dict()
+    for k in src:
+        if k == "latents":
+            assert torch.equal(sd[k][:1], src[k])
+        else:
+            assert torch.equal(sd[k], src[k]), k
+    assert "latents[0:1]" in loaded and "latents[1:3]" in initialised
+    gin.clear_config()
