@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train_helpers import assert_tree_equal, ckpt_dir, env, load_ckpt, run, train_cmd, write_gin, REPO
+from test_train_helpers import assert_tree_equal, ckpt_dir, env, load_ckpt, run, train_cmd, write_gin, REPO
 
 
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
