@@ -5,12 +5,22 @@ import subprocess
 import sys
 
 import cv2
+import gin
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from hpdm.core import HPDM
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: intra-op threads only add overhead, and thrash badly on a shared CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = (2, 16, 16)
@@ -55,7 +65,7 @@ def _workdir(root, num_classes=0, target=TARGET, saved_target=None):
 
 
 def _sample(*args, check=True):
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "hpdm.trainers.sample", *args, "--gin_param=LevelSchedule.num_steps=[3, 2, 2]"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
@@ -115,13 +125,14 @@ def test_files_resolution_and_npy(uncond_dir, tmp_path):
     from hpdm.samplers import LevelSchedule, sample_videos
 
     model = load_pretrained(uncond_dir)
+    gin.clear_config()  # load_pretrained leaves the saved config bound; keep other tests clean
     videos = sample_videos(model, 2, 5, overlap="hw", level_schedule=LevelSchedule(num_steps=[3, 2, 2]))
     for i in range(2):
         np.testing.assert_array_equal(np.load(out / f"video_{i:04d}.npy"), videos[i].numpy())
 
     # Same seed with --nocache: the same videos; and a different seed: different ones.
     out2 = tmp_path / "nocache"
-    _sample(f"--workdir={uncond_dir}", f"--output_dir={out2}", "--num_videos=2", "--seed=5", "--overlap=hw", "--nocache")
+    _sample_inprocess(f"--workdir={uncond_dir}", f"--output_dir={out2}", "--num_videos=2", "--seed=5", "--overlap=hw", "--nocache")
     for i in range(2):
         np.testing.assert_array_equal(np.load(out / f"video_{i:04d}.npy"), np.load(out2 / f"video_{i:04d}.npy"))
 

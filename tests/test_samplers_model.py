@@ -15,6 +15,15 @@ from hpdm.samplers import (
 )
 
 TILE_BATCH = 64
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: intra-op threads only add overhead, and thrash badly on a shared CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 FAST = LevelSchedule(num_steps=[3, 2, 2], s_tmin=0.0, s_tmax=1e9)  # churn at every level-0 step
 
 
@@ -56,7 +65,7 @@ def _run(model, cached, overlap="fhw", cond=None, guidance=1.0):
     return out, model.level_block_evaluations - before
 
 
-@pytest.mark.parametrize("overlap", ["fhw", ""])
+@pytest.mark.parametrize("overlap", ["hw", ""])
 def test_cached_equals_uncached_and_runs_fewer_blocks(overlap):
     model = tiny()
     cached, blocks_cached = _run(model, True, overlap)
@@ -91,15 +100,16 @@ def test_cached_equals_uncached_and_runs_fewer_blocks(overlap):
 def test_sample_videos_cached_uncached_uint8_and_seeds():
     model = tiny()
     kwargs = dict(level_schedule=FAST, overlap="hw", tile_batch_size=64)
-    a = sample_videos(model, 3, seed=7, **kwargs)
-    assert a.dtype == torch.uint8 and a.shape == (3, 2, 16, 16, 3)
-    b = sample_videos(model, 3, seed=7, cached=False, **kwargs)
+    kwargs["level_schedule"] = LevelSchedule(num_steps=[2, 1, 1], s_tmin=0.0, s_tmax=1e9)
+    a = sample_videos(model, 2, seed=7, **kwargs)
+    assert a.dtype == torch.uint8 and a.shape == (2, 2, 16, 16, 3)
+    b = sample_videos(model, 2, seed=7, cached=False, **kwargs)
     assert torch.equal(a, b)
-    c = sample_videos(model, 3, seed=7, batch_size=2, **kwargs)  # batching does not change a video
+    c = sample_videos(model, 2, seed=7, batch_size=1, **kwargs)  # batching does not change a video
     assert (a.int() - c.int()).abs().max() <= 1
-    d = sample_videos(model, 3, seed=8, **kwargs)
+    d = sample_videos(model, 2, seed=8, **kwargs)
     assert not torch.equal(a, d)
-    assert len({v.numpy().tobytes() for v in a}) == 3  # videos differ from each other
+    assert not torch.equal(a[0], a[1])  # videos differ from each other
 
 
 def test_level_step_timing_counts_blocks():
@@ -147,7 +157,7 @@ def test_text_guidance_runs():
     model = tiny(text_dim=6)
     text = torch.randn(2, 3, 6, dtype=torch.float64)
     cond = {"text": text, "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)}
-    kwargs = dict(level_schedule=LevelSchedule(num_steps=[2, 1, 1]), overlap="", tile_batch_size=64)
+    kwargs = dict(level_schedule=LevelSchedule(num_steps=[1, 1, 1]), overlap="", tile_batch_size=64)
     a = sample_videos(model, 2, seed=0, cond=cond, guidance_scale=2.0, **kwargs)
     b = sample_videos(model, 2, seed=0, cond=cond, guidance_scale=2.0, cached=False, **kwargs)
     assert torch.equal(a, b)

@@ -18,6 +18,15 @@ import torch
 from hpdm.pyramid import Pyramid
 from hpdm.samplers import LevelSchedule, OverlapSampler, VideoNoise, get_sampler, sample_pyramid
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: intra-op threads only add overhead, and thrash badly on a shared CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 A = 0.6
 CHANNELS = 2
 
