@@ -8,6 +8,7 @@ with gin's message naming it.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Iterable, Sequence
 
@@ -29,6 +30,17 @@ def add_search_paths(files: Iterable[str] = ()) -> None:
 
 
 _added: set[str] = set()
+
+
+class _QuietPackageLookup(logging.Filter):
+    """gin probes each include as a Python package path first and logs a false "Path not found"
+    ERROR before finding the file on the search path; drop exactly that record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.module == "resource_reader" and record.msg == "Path not found: %s")
+
+
+logging.getLogger().addFilter(_QuietPackageLookup())
 
 
 def resolve_config_file(path: str) -> str:

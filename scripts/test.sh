@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up a virtual environment (CPU torch first, then hpdm with its test extra) and run the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+. .venv/bin/activate
+pip install -q "torch==2.13.0"
+pip install -q -e ".[test]"
+python -m pytest -q tests "$@"
