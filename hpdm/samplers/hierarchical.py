@@ -167,7 +167,7 @@ def sample_videos(
     *,
     labels=None,
     guidance_scale: float = 1.0,
-    overlap: str = "fhw",
+    overlap: Optional[str] = None,
     cached: bool = True,
     level_schedule: Optional[LevelSchedule] = None,
     tile_batch_size: int = 16,
@@ -186,7 +186,8 @@ def sample_videos(
       labels: class labels (int or ``[N]``) as a shortcut for ``cond["label"]``; a class-conditional
         model without labels gets random ones drawn from the seed.
       guidance_scale: classifier-free guidance (1 = none).
-      overlap: 50%-overlap axes for levels >= 1 (Table 4), e.g. "fhw", "hw", "".
+      overlap: 50%-overlap axes for levels >= 1 (Table 4), e.g. "fhw", "hw", ""; None takes the
+        gin-configured ``OverlapSampler.overlap`` (default "fhw"; see gin/samplers/*_overlap.gin).
       cached: context caching (Sec. 4.5); False is the slower reference path.
       level_schedule: steps/stepper per level (default: the gin-configured ``LevelSchedule``).
       tile_batch_size / offload_cache: see ``OverlapSampler``.
@@ -203,7 +204,9 @@ def sample_videos(
     device = torch.device(param.device if device is None else device)
     pyramid = model.pyramid
     tile_model = HPDMTileModel(model, cached=cached, guidance_scale=guidance_scale)
-    sampler = OverlapSampler(overlap=overlap, tile_batch_size=tile_batch_size, offload_cache=offload_cache)
+    sampler = OverlapSampler(tile_batch_size=tile_batch_size, offload_cache=offload_cache)
+    if overlap is not None:
+        sampler.overlap = overlap
     was_training = model.training
     model.eval()
     out = []

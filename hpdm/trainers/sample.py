@@ -39,7 +39,9 @@ flags.DEFINE_integer("seed", 0, "random seed; the same seed gives the same video
 flags.DEFINE_integer("class_label", None, "class id for a class-conditional model (default: random per video).")
 flags.DEFINE_string("prompt", None, "text prompt for a text-conditional model.")
 flags.DEFINE_float("guidance_scale", 1.0, "classifier-free guidance scale (1 = no guidance).")
-flags.DEFINE_string("overlap", "fhw", "axes with 50%% tile overlap: any subset of f, h, w ('' for none).")
+flags.DEFINE_string(
+    "overlap", None, "axes with 50%% tile overlap: any subset of f, h, w ('' for none); default: the config's OverlapSampler.overlap (fhw)."
+)
 flags.DEFINE_bool("cache", True, "context caching (Sec. 4.5); --nocache runs every lower level at every step.")
 flags.DEFINE_multi_string("gin_param", [], "gin bindings (repeatable), e.g. \"LevelSchedule.base_steps=64\".")
 flags.DEFINE_integer("batch_size", 4, "videos generated together.")
