@@ -15,7 +15,8 @@ import torch
 
 from hpdm.data.base import Clip, ClipSpec, SkipSample
 from hpdm.data.clips import choose_start, resize_crop, to_float
-from hpdm.data.index import build_index
+from hpdm.data.captions import read_captions
+from hpdm.data.index import build_index, list_files
 from hpdm.data.seeding import randint
 from hpdm.data.skips import SkipReport
 from hpdm.data.video_io import VIDEO_EXTENSIONS, UnreadableMedia, probe_video, read_frames
@@ -134,3 +135,21 @@ def attach_captions(items: List[Item], captions: dict, report: SkipReport) -> Li
         else:
             report.add(item.path, "no caption")
     return kept
+
+
+def folder_items(
+    root: str, extensions, class_names, captions_file: Optional[str], report: SkipReport
+) -> List[Item]:
+    """Files under ``root`` labelled by their top-level class folder (when ``class_names`` is not
+    empty), with captions attached from ``captions_file`` when given."""
+    label_of = {name: i for i, name in enumerate(class_names)}
+    items = []
+    for rel in list_files(root, extensions):
+        folder = rel.split("/", 1)[0] if "/" in rel else None
+        if class_names and folder is None:
+            report.add(rel, "outside class folders")
+            continue
+        items.append(Item(rel, label_of[folder] if class_names else None))
+    if captions_file is not None:
+        items = attach_captions(items, read_captions(captions_file, root), report)
+    return items

@@ -9,7 +9,7 @@ import gin
 
 from hpdm.data.captions import read_captions
 from hpdm.data.index import list_files
-from hpdm.data.indexed import IndexedSource, Item, attach_captions, class_folders
+from hpdm.data.indexed import IndexedSource, Item, class_folders, folder_items
 from hpdm.data.skips import SkipReport
 from hpdm.data.video_io import VIDEO_EXTENSIONS
 
@@ -39,17 +39,7 @@ class VideoFolder(IndexedSource):
         self.has_text = captions is not None
 
     def candidates(self, report: SkipReport) -> List[Item]:
-        label_of = {name: i for i, name in enumerate(self.class_names)}
-        items = []
-        for rel in list_files(self.root, self.extensions):
-            folder = rel.split("/", 1)[0] if "/" in rel else None
-            if self.num_classes and folder is None:
-                report.add(rel, "outside class folders")
-                continue
-            items.append(Item(rel, label_of[folder] if self.num_classes else None))
-        if self.captions_file is not None:
-            items = attach_captions(items, read_captions(self.captions_file, self.root), report)
-        return items
+        return folder_items(self.root, self.extensions, self.class_names, self.captions_file, report)
 
 
 @gin.configurable
