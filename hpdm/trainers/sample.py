@@ -51,7 +51,6 @@ flags.DEFINE_bool("use_ema", True, "use the EMA weights of a training workdir.")
 flags.DEFINE_float("fps", 8.0, "frame rate of the .mp4 and .gif files.")
 flags.DEFINE_string("device", None, "torch device (default: cuda if available, else cpu).")
 flags.DEFINE_string("export_dir", None, "export the model (config + EMA weights) here and exit.")
-flags.mark_flag_as_required("workdir")
 
 
 def _register_configurables() -> None:
@@ -214,6 +213,9 @@ def main(argv) -> None:
 
 def run() -> None:
     """Console-script entry point (``hpdm-sample``)."""
+    # Required only when this binary runs: other binaries (hpdm-eval) define --workdir too, and a
+    # module-level requirement would break them when both modules are imported in one process.
+    flags.mark_flag_as_required("workdir")
     app.run(main)
 
 

@@ -39,7 +39,6 @@ flags.DEFINE_multi_string("gin_param", [], "gin bindings (repeatable), e.g. \"TR
 flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard events, config.gin.")
 flags.DEFINE_integer("seed", 0, "seed for initialisation and every per-step random draw.")
 flags.DEFINE_bool("allow_config_override", False, "resume even if the new config differs from the saved one.")
-flags.mark_flag_as_required("workdir")
 
 
 def parse_config(gin_files, gin_params, workdir: str) -> None:
@@ -93,6 +92,9 @@ def main(argv) -> None:
 
 def run() -> None:
     """Console-script entry point (``hpdm-train``)."""
+    # Required only when this binary runs: other binaries (hpdm-eval) define --workdir too, and a
+    # module-level requirement would break them when both modules are imported in one process.
+    flags.mark_flag_as_required("workdir")
     app.run(main)
 
 
