@@ -6,7 +6,8 @@
 #   bash scripts/quickstart.sh --from_scratch   # train from scratch instead (TRAIN_STEPS of gin/quickstart.gin)
 #   bash scripts/quickstart.sh --gin_param="TRAIN_STEPS=100"   # any extra hpdm-train flag
 #
-# Environment: WORKDIR (default runs/quickstart), HPDM_NO_SETUP=1 to use the current Python environment.
+# Environment: WORKDIR (default runs/quickstart), NUM_VIDEOS (default 4), HPDM_NO_SETUP=1 to use the
+# current Python environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +30,7 @@ else
 fi
 
 hpdm-train "${train_args[@]}" "$@"
-hpdm-sample --workdir="$WORKDIR" --output_dir="$WORKDIR/samples" --num_videos=4 --seed=0 --batch_size=4
+hpdm-sample --workdir="$WORKDIR" --output_dir="$WORKDIR/samples" --num_videos="${NUM_VIDEOS:-4}" --seed=0 --batch_size=4
 
 echo
 echo "Videos (mp4, gif, png frame grid, npy): $WORKDIR/samples/"

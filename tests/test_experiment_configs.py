@@ -11,7 +11,10 @@ from hpdm import gin_utils
 from hpdm.core import HPDM
 
 ROOT = gin_utils.GIN_ROOT
-EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.gin"))) + [os.path.join(ROOT, "quickstart.gin")]
+EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.gin"))) + [
+    os.path.join(ROOT, "quickstart.gin"),
+    os.path.join(ROOT, "quickstart_t2v.gin"),
+]
 MIXINS = sorted(glob.glob(os.path.join(ROOT, "mixins", "*.gin")))
 SAMPLERS = sorted(glob.glob(os.path.join(ROOT, "samplers", "*.gin")))
 TINY = [

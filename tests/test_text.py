@@ -11,14 +11,9 @@ from test_train_helpers import load_ckpt, run, train_cmd, write_gin
 
 @pytest.fixture(scope="module")
 def tiny_t5(tmp_path_factory):
-    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+    from hpdm.trainers.text import make_tiny_t5
 
-    path = tmp_path_factory.mktemp("t5")
-    torch.manual_seed(0)
-    config = T5Config(vocab_size=384, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)
-    T5EncoderModel(config).save_pretrained(str(path))
-    ByT5Tokenizer().save_pretrained(str(path))
-    return str(path)
+    return make_tiny_t5(str(tmp_path_factory.mktemp("t5")), d_model=16)
 
 
 def test_text_encoder_offline_and_cache(tiny_t5, tmp_path, monkeypatch):

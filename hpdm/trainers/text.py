@@ -130,3 +130,28 @@ class TextEncoder:
             out[i, : e.shape[0]] = e
             mask[i, : e.shape[0]] = True
         return out, mask
+
+
+def make_tiny_t5(path: str, d_model: int = 32, seed: int = 0) -> str:
+    """Save a tiny randomly initialised T5 encoder and a ``ByT5Tokenizer`` (no vocabulary file) in ``path``.
+
+    It runs the same code path as a real T5 (``TextEncoder(path)``), for smoke tests and the
+    text-to-video quickstart on machines without downloaded weights. Its embeddings carry no
+    meaning beyond telling different captions apart.
+    """
+    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=384, d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=2, num_heads=4)
+    os.makedirs(path, exist_ok=True)
+    T5EncoderModel(config).save_pretrained(path)
+    ByT5Tokenizer().save_pretrained(path)
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m hpdm.trainers.text OUTPUT_DIR   (writes a tiny random T5 + ByT5 tokenizer)")
+    print(make_tiny_t5(sys.argv[1]))
