@@ -242,7 +242,7 @@ class HPDM(nn.Module):
         names = set()
         for name, param in self.named_parameters():
             if param.dim() < 2 or name == "latents" or ".pos." in name or name.startswith(
-                ("class_embed.", "text_embed.null", "noise_embed.")
+                ("class_embed.", "text_embed.null")
             ):
                 names.add(name)
         return names
