@@ -2,7 +2,7 @@
 # The README's main job: set up, train the quickstart HPDM on the built-in synthetic videos on CPU,
 # then sample videos with the tiled, cached sampler.
 #
-#   bash scripts/quickstart.sh                  # fine-tune the shipped checkpoint (~5 min), sample
+#   bash scripts/quickstart.sh                  # fine-tune the shipped checkpoint (~5.5 min on 2 cores), sample
 #   bash scripts/quickstart.sh --from_scratch   # train from scratch instead (TRAIN_STEPS of gin/quickstart.gin)
 #   bash scripts/quickstart.sh --gin_param="TRAIN_STEPS=100"   # any extra hpdm-train flag
 #

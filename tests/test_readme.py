@@ -16,7 +16,8 @@ def test_python_example_runs():
 
 def test_named_repo_files_exist():
     names = set(re.findall(r"(?:gin|scripts)/[\w/]+\.(?:gin|sh)", README))
-    assert "scripts/quickstart.sh" in names and "scripts/test.sh" in names
+    names |= set(re.findall(r"(?:docs|pretrained)/[\w/]+\.\w+", README))  # the GIF, the shipped model
+    assert {"scripts/quickstart.sh", "scripts/test.sh", "docs/quickstart.gif"} <= names
     missing = sorted(n for n in names if not os.path.exists(os.path.join(ROOT, n)))
     assert not missing, f"README names missing files: {missing}"
 
