@@ -71,6 +71,28 @@ def test_tensorboard_events_and_gif_samples(tmp_path):
     assert "config/text_summary" in ea.Tags()["tensors"]
 
 
+def test_sampler_bindings_reach_the_saved_config(tmp_path):
+    """A run that never samples still records its sampler settings, so hpdm-sample uses them."""
+    import gin
+
+    from hpdm.core import load_pretrained
+    from hpdm.samplers import LevelSchedule, OverlapSampler
+
+    gin_file = write_gin(tmp_path, "LevelSchedule.num_steps = [3, 2]\nOverlapSampler.overlap = 'hw'")
+    work = tmp_path / "w"
+    run(train_cmd(gin_file, work, "TRAIN_STEPS=1", "SAMPLE_EVERY=0"))
+    with open(os.path.join(str(work), "config.gin")) as f:
+        saved = f.read()
+    assert "LevelSchedule.num_steps = [3, 2]" in saved
+    assert "OverlapSampler.overlap = 'hw'" in saved
+    try:
+        load_pretrained(str(work))
+        assert LevelSchedule().num_steps == [3, 2]
+        assert OverlapSampler().overlap == "hw"
+    finally:
+        gin.clear_config()
+
+
 def test_bad_gin_binding_names_it(tmp_path):
     gin_file = write_gin(tmp_path)
     code, _, err = run(train_cmd(gin_file, tmp_path / "w", "Trainer.trian_steps=3"), check=False)

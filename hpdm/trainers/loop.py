@@ -149,6 +149,22 @@ def _default_sample_fn():
     return sample_videos
 
 
+def _record_sampler_config() -> None:
+    """Call the gin-configured sampler parts once, so that their bindings enter the operative config.
+
+    gin's operative config lists only configurables that have been called. Without this, a run's
+    sampler settings (``LevelSchedule``, ``OverlapSampler``) reach ``config.gin`` only if a preview
+    was sampled before it was written, and ``hpdm-sample`` on the run or its export silently fell
+    back to the paper's defaults (128 / 64 / 32 steps instead of the quickstart's 32 / 16 / 8).
+    """
+    try:
+        from hpdm.samplers import LevelSchedule, OverlapSampler
+    except ImportError:  # the sampler is optional for training
+        return
+    LevelSchedule()
+    OverlapSampler()
+
+
 def _atomic_write_text(path: str, text: str) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -368,6 +384,7 @@ class Trainer:
 
     def _config_check(self) -> None:
         """Save the operative config, or check it against the saved one on resume (DESIGN.md)."""
+        _record_sampler_config()
         self.operative_config = gin.operative_config_str()
         path = os.path.join(self.workdir, gin_utils.OPERATIVE_CONFIG)
         if os.path.isfile(path):

@@ -1,0 +1,243 @@
+r"""Content probe for videos of the built-in synthetic source (``hpdm.data.synthetic``).
+
+FVD needs a detector and many videos; the synthetic source has a known generative structure, so a
+few videos can be read directly: is there ONE object, of the class's colour and shape, moving on a
+straight line? This is what the README quickstart promises (issue 8), so it is measured rather than
+eyeballed. The probe reads pixels only (no model):
+
+* object pixels: saturated, bright pixels whose hue is red, yellow or green (``COLOUR_HUES``); the
+  backgrounds (blue, purple, grey) never fall in those hue bands;
+* per frame, connected components of object pixels larger than ``min_area`` of the frame; a frame
+  with exactly one is a "single-object" frame; its largest component gives the frame's shape from
+  its fill of the bounding box (square ~1, disc pi/4, diamond 1/2) and its centroid;
+* per video: the majority colour and shape, and the RMS distance of the centroids from their
+  least-squares straight line in time (as a fraction of the short frame side; constant velocity
+  makes it ~0 on real videos).
+
+Usage::
+
+    python -m hpdm.metrics.synthetic_content --model=pretrained/quickstart --videos_per_class=2
+
+samples ``videos_per_class`` videos of every class with the tiled, cached sampler and prints the
+probe's report beside the same report on real synthetic videos of the same classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from hpdm.data.synthetic import COLOURS, SHAPES
+
+# OpenCV 8-bit HSV: hue in [0, 180). Bands cover the stripe-modulated object colours, not the
+# backgrounds (blue ~108-116, purple ~140-143, grey unsaturated).
+COLOUR_HUES = {"red": ((0, 10), (172, 179)), "yellow": ((18, 40),), "green": ((45, 85),)}
+MIN_SATURATION = 100
+MIN_VALUE = 90
+# Fill of the bounding box: square 1, disc pi/4 ~ 0.785, diamond 1/2.
+SHAPE_FILL_EDGES = (("diamond", 0.0), ("disc", 0.64), ("square", 0.9))
+
+
+@dataclass
+class VideoReading:
+    """What the probe reads from one video."""
+
+    colour: Optional[str]          # majority object colour over all frames (None: no object pixels)
+    shape: Optional[str]           # majority shape over single-object frames (None: there are none)
+    single_object_frames: float    # fraction of frames with exactly one object component
+    shape_consistency: float       # fraction of frames whose shape is the video's majority shape
+    track_rms: float               # RMS off a straight constant-velocity line, / short side (nan: < 2 frames)
+
+
+def colour_index_map(video: np.ndarray) -> np.ndarray:
+    """``uint8 [T, H, W, 3]`` RGB -> ``int8 [T, H, W]``: index into ``COLOURS`` or -1 (not object)."""
+    import cv2
+
+    video = np.asarray(video)
+    if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 RGB video [T, H, W, 3], got {video.dtype} {tuple(video.shape)}")
+    t, h, w, _ = video.shape
+    hsv = cv2.cvtColor(video.reshape(t * h, w, 3), cv2.COLOR_RGB2HSV).reshape(t, h, w, 3)
+    hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    vivid = (sat >= MIN_SATURATION) & (val >= MIN_VALUE)
+    out = np.full((t, h, w), -1, dtype=np.int8)
+    for i, name in enumerate(COLOURS):
+        band = np.zeros_like(vivid)
+        for lo, hi in COLOUR_HUES[name]:
+            band |= (hue >= lo) & (hue <= hi)
+        out[vivid & band] = i
+    return out
+
+
+def _shape_from_fill(fill: float) -> str:
+    name = SHAPE_FILL_EDGES[0][0]
+    for candidate, edge in SHAPE_FILL_EDGES:
+        if fill >= edge:
+            name = candidate
+    return name
+
+
+def read_video(video: np.ndarray, min_area: float = 0.01) -> VideoReading:
+    """Probe one ``uint8 [T, H, W, 3]`` video (see the module docstring)."""
+    import cv2
+
+    colours = colour_index_map(video)
+    t, h, w = colours.shape
+    counts = np.bincount(colours[colours >= 0].ravel().astype(np.int64), minlength=len(COLOURS))
+    colour = list(COLOURS)[int(counts.argmax())] if counts.sum() else None
+    min_pixels = max(1, int(round(min_area * h * w)))
+    single, shapes, times, centroids = 0, [], [], []
+    for f in range(t):
+        mask = (colours[f] >= 0).astype(np.uint8)
+        n, _, stats, cents = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_pixels]
+        if len(big) != 1:
+            continue
+        single += 1
+        i = big[0]
+        box = stats[i, cv2.CC_STAT_WIDTH] * stats[i, cv2.CC_STAT_HEIGHT]
+        shapes.append(_shape_from_fill(stats[i, cv2.CC_STAT_AREA] / box))
+        times.append(f)
+        centroids.append(cents[i])
+    shape, consistency = None, 0.0
+    if shapes:
+        names, votes = np.unique(shapes, return_counts=True)
+        shape = str(names[votes.argmax()])
+        consistency = float(votes.max()) / t
+    track = float("nan")
+    if len(times) >= 2:
+        ts = np.asarray(times, dtype=np.float64)
+        xy = np.asarray(centroids, dtype=np.float64)
+        design = np.stack([ts, np.ones_like(ts)], axis=1)
+        coef, *_ = np.linalg.lstsq(design, xy, rcond=None)
+        residual = xy - design @ coef
+        track = float(np.sqrt((residual**2).sum(axis=1).mean()) / min(h, w))
+    return VideoReading(colour, shape, single / t, consistency, track)
+
+
+def class_attributes(label: int) -> tuple[str, str]:
+    """``(colour, shape)`` of a synthetic class id (``CLASS_NAMES`` order: colour fastest)."""
+    return list(COLOURS)[label % len(COLOURS)], SHAPES[label // len(COLOURS)]
+
+
+def content_report(videos: Sequence[np.ndarray], labels: Optional[Sequence[int]] = None, min_area: float = 0.01) -> dict:
+    """Aggregate readings of ``videos`` (each ``uint8 [T, H, W, 3]``); accuracies need ``labels``.
+
+    Returns ``num_videos``, ``single_object_frames`` and ``shape_consistency`` (means over videos),
+    ``track_rms`` (median over videos with a track; nan if none), and with labels
+    ``colour_accuracy`` / ``shape_accuracy`` (fraction of videos whose reading matches the class).
+    """
+    readings = [read_video(v, min_area) for v in videos]
+    if not readings:
+        raise ValueError("content_report needs at least one video")
+    tracks = [r.track_rms for r in readings if np.isfinite(r.track_rms)]
+    report = dict(
+        num_videos=len(readings),
+        single_object_frames=float(np.mean([r.single_object_frames for r in readings])),
+        shape_consistency=float(np.mean([r.shape_consistency for r in readings])),
+        track_rms=float(np.median(tracks)) if tracks else float("nan"),
+    )
+    if labels is not None:
+        labels = [int(l) for l in labels]
+        if len(labels) != len(readings):
+            raise ValueError(f"got {len(labels)} labels for {len(readings)} videos")
+        wanted = [class_attributes(l) for l in labels]
+        report["colour_accuracy"] = float(np.mean([r.colour == c for r, (c, _) in zip(readings, wanted)]))
+        report["shape_accuracy"] = float(np.mean([r.shape == s for r, (_, s) in zip(readings, wanted)]))
+    report["readings"] = [asdict(r) for r in readings]
+    return report
+
+
+def real_videos(labels: Sequence[int], res: Sequence[int], first_index: int = 0, seed: int = 0) -> list:
+    """Real synthetic videos (uint8 ``[T, H, W, 3]``) with the given first-object classes, in order."""
+    from hpdm.data.synthetic import SyntheticVideos
+
+    source = SyntheticVideos(seed=seed)
+    wanted = list(labels)
+    found: dict = {}
+    index = first_index
+    while any(wanted.count(l) > len(found.get(l, [])) for l in set(wanted)):
+        if source.attributes(index)["objects"][0]["label"] in wanted:
+            video, label, _ = source.render(index, res)
+            found.setdefault(label, []).append(video)
+        index += 1
+    out, used = [], {}
+    for l in wanted:
+        video = found[l][used.get(l, 0)]
+        used[l] = used.get(l, 0) + 1
+        out.append(((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy())
+    return out
+
+
+def format_report(name: str, report: dict) -> str:
+    keys = ("colour_accuracy", "shape_accuracy", "single_object_frames", "shape_consistency", "track_rms")
+    return f"{name:<10}" + "  ".join(f"{k}={report[k]:.3f}" for k in keys if k in report)
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    import json
+
+    import torch
+    from absl import flags, logging
+
+    from hpdm.core import load_pretrained
+    from hpdm.samplers.hierarchical import sample_videos
+
+    f = flags.FLAGS
+    model = load_pretrained(f.model, use_ema=True, bindings=list(f.gin_param))
+    if f.device:
+        model.to(f.device)
+    num_classes = int(getattr(model, "num_classes", 0))
+    if num_classes <= 0:
+        raise ValueError("the content probe needs a class-conditional model (num_classes > 0)")
+    labels = [c for c in range(num_classes) for _ in range(f.videos_per_class)]
+    seen = set()
+
+    def progress(info: dict) -> None:
+        key = (info["first_video"], info["level"])
+        if key not in seen:
+            seen.add(key)
+            logging.info(
+                "videos %d-%d/%d | level %d/%d | %d steps",
+                info["first_video"] + 1, min(info["first_video"] + f.batch_size, info["num_videos"]),
+                info["num_videos"], info["level"] + 1, info["num_levels"], info["num_steps"],
+            )
+
+    fake = sample_videos(
+        model, len(labels), f.seed, labels=torch.tensor(labels), guidance_scale=f.guidance_scale,
+        batch_size=f.batch_size, tile_batch_size=f.tile_batch_size, progress=progress,
+    ).numpy()
+    real = real_videos(labels, model.pyramid.target_res, first_index=f.first_index)
+    results = {"real": content_report(real, labels), "samples": content_report(list(fake), labels)}
+    print(format_report("real", results["real"]))
+    print(format_report("samples", results["samples"]))
+    if f.output:
+        with open(f.output, "w") as fh:
+            json.dump(dict(results, labels=labels, guidance_scale=f.guidance_scale, seed=f.seed), fh, indent=1)
+        if f.save_videos:
+            np.save(f.output.rsplit(".", 1)[0] + "_videos.npy", fake)
+
+
+def run() -> None:
+    from absl import app, flags
+
+    flags.DEFINE_string("model", None, "training workdir or exported model directory.")
+    flags.DEFINE_integer("videos_per_class", 2, "sampled videos per class label.")
+    flags.DEFINE_integer("seed", 0, "sampling seed.")
+    flags.DEFINE_float("guidance_scale", 1.0, "classifier-free guidance scale (1 = none).")
+    flags.DEFINE_integer("batch_size", 8, "videos generated together.")
+    flags.DEFINE_integer("tile_batch_size", 16, "tiles per model call (bounds memory).")
+    flags.DEFINE_integer("first_index", 1000, "first synthetic index searched for the real reference videos.")
+    flags.DEFINE_string("device", None, "torch device (default: where the model was loaded).")
+    flags.DEFINE_string("output", None, "also write the report as JSON here.")
+    flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. \"LevelSchedule.num_steps=[16, 8, 4]\".")
+    flags.DEFINE_bool("save_videos", False, "with --output, also save the sampled videos (.npy) beside it.")
+    flags.mark_flag_as_required("model")
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

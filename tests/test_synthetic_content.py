@@ -1,0 +1,80 @@
+"""The synthetic content probe reads real synthetic videos perfectly and rejects broken ones."""
+
+import numpy as np
+import pytest
+
+from hpdm.data.synthetic import CLASS_NAMES
+from hpdm.metrics.synthetic_content import (
+    class_attributes,
+    colour_index_map,
+    content_report,
+    read_video,
+    real_videos,
+)
+
+
+def test_class_attributes_match_class_names():
+    for label, name in enumerate(CLASS_NAMES):
+        assert " ".join(class_attributes(label)) == name
+
+
+@pytest.mark.parametrize("res", [(16, 64, 64), (8, 48, 80)])
+def test_real_videos_read_perfectly(res):
+    labels = list(range(len(CLASS_NAMES))) * 2
+    videos = real_videos(labels, res, first_index=500)
+    report = content_report(videos, labels)
+    assert report["colour_accuracy"] == 1.0
+    assert report["shape_accuracy"] == 1.0
+    assert report["single_object_frames"] == 1.0
+    assert report["shape_consistency"] == 1.0
+    # Constant velocity: centroids sit on a line up to pixel quantisation of the mask.
+    assert report["track_rms"] < 0.01
+
+
+def test_backgrounds_are_never_object_pixels():
+    from hpdm.data.synthetic import SyntheticVideos
+
+    source = SyntheticVideos(radius=(0.01, 0.01))  # object too small to cover a pixel centre
+    for index in range(12):
+        video, _, _ = source.render(index, (2, 32, 32))
+        frames = ((video + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
+        assert (colour_index_map(frames) < 0).mean() > 0.99
+
+
+def test_broken_videos_score_low():
+    labels = [0, 4, 8, 2]
+    videos = real_videos(labels, (8, 64, 64), first_index=0)
+    # Two objects per frame: the left half of each frame mirrored onto the right half.
+    doubled = [np.concatenate([v[:, :, :32], v[:, :, :32]], axis=2) for v in videos]
+    rng = np.random.default_rng(0)
+    # Each frame a different video: the object jumps around instead of moving on a line.
+    shuffled = [np.stack([videos[rng.integers(4)][t] for t in range(8)]) for _ in range(4)]
+    noise = [rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8) for _ in range(4)]
+    assert content_report(noise, labels)["single_object_frames"] == 0.0
+    assert content_report(noise, labels)["shape_accuracy"] == 0.0
+    assert content_report(doubled)["single_object_frames"] < 1.0
+    assert content_report(shuffled)["track_rms"] > 0.05
+
+
+def test_swapped_labels_lower_accuracy():
+    labels = [0, 1, 2, 3, 4, 5]
+    videos = real_videos(labels, (4, 64, 64))
+    wrong = [(l + 1) % 3 + 3 * (l // 3) for l in labels]  # same shape, other colour
+    report = content_report(videos, wrong)
+    assert report["colour_accuracy"] == 0.0
+    assert report["shape_accuracy"] == 1.0
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match="uint8 RGB video"):
+        read_video(np.zeros((4, 8, 8, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="labels"):
+        content_report([np.zeros((2, 8, 8, 3), dtype=np.uint8)], [0, 1])
+    with pytest.raises(ValueError, match="at least one"):
+        content_report([])
+
+
+def test_empty_video_reads_as_nothing():
+    reading = read_video(np.zeros((3, 16, 16, 3), dtype=np.uint8))
+    assert reading.colour is None and reading.shape is None
+    assert reading.single_object_frames == 0.0 and np.isnan(reading.track_rms)
