@@ -6,7 +6,7 @@
 #   bash scripts/quickstart.sh --from_scratch   # train from scratch instead (TRAIN_STEPS of gin/quickstart.gin)
 #   bash scripts/quickstart.sh --gin_param="TRAIN_STEPS=100"   # any extra hpdm-train flag
 #
-# Environment: WORKDIR (default runs/quickstart), NUM_VIDEOS (default 4), HPDM_NO_SETUP=1 to use the
+# Environment: WORKDIR (default runs/quickstart), NUM_VIDEOS (default 4), GUIDANCE (default 3), HPDM_NO_SETUP=1 to use the
 # current Python environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +30,11 @@ else
 fi
 
 hpdm-train "${train_args[@]}" "$@"
-hpdm-sample --workdir="$WORKDIR" --output_dir="$WORKDIR/samples" --num_videos="${NUM_VIDEOS:-4}" --seed=0 --batch_size=4
+# Classifier-free guidance 3: on the shipped model it raised the share of frames with one whole object
+# (0.89 -> 0.93 on 9 videos, 0.90 -> 0.98 on 36; python -m hpdm.metrics.synthetic_content) at twice
+# the sampling cost.
+hpdm-sample --workdir="$WORKDIR" --output_dir="$WORKDIR/samples" --num_videos="${NUM_VIDEOS:-4}" --seed=0 --batch_size=4 \
+  --guidance_scale="${GUIDANCE:-3}"
 
 echo
 echo "Videos (mp4, gif, png frame grid, npy): $WORKDIR/samples/"
