@@ -2,6 +2,7 @@
 events, config and architecture checks, checkpoint fallback, non-finite loss handling, fine-tuning."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -85,6 +86,17 @@ def test_sampler_bindings_reach_the_saved_config(tmp_path):
         saved = f.read()
     assert "LevelSchedule.num_steps = [3, 2]" in saved
     assert "OverlapSampler.overlap = 'hw'" in saved
+    # A run saved before sampler bindings were recorded resumes without a config conflict, and its
+    # config.gin gains them; any other difference still conflicts.
+    old = re.sub(r"# Parameters for (LevelSchedule|OverlapSampler):\n.*?\n\n", "", saved, flags=re.S)
+    assert "LevelSchedule.num_steps" not in old and "HPDM.token_dim" in old
+    with open(os.path.join(str(work), "config.gin"), "w") as f:
+        f.write(old)
+    run(train_cmd(gin_file, work, "TRAIN_STEPS=1", "SAMPLE_EVERY=0"))
+    with open(os.path.join(str(work), "config.gin")) as f:
+        assert f.read() == saved
+    code, _, err = run(train_cmd(gin_file, work, "TRAIN_STEPS=1", "SAMPLE_EVERY=0", "Lamb.lr=0.001"), check=False)
+    assert code != 0 and "differs from the one saved" in err
     try:
         load_pretrained(str(work))
         assert LevelSchedule().num_steps == [3, 2]

@@ -22,6 +22,7 @@ import inspect
 import math
 import os
 import random
+import re
 import struct
 import time
 from typing import Callable, Optional, Sequence
@@ -163,6 +164,16 @@ def _record_sampler_config() -> None:
         return
     LevelSchedule()
     OverlapSampler()
+
+
+_SAMPLER_SECTIONS = ("LevelSchedule", "OverlapSampler")
+
+
+def _without_sampler_sections(config: str) -> tuple[str, bool]:
+    """``config`` without its sampler sections, and whether it had any (see ``_record_sampler_config``)."""
+    sections = re.split(r"\n(?=# Parameters for )", config)
+    keep = [s for s in sections if not s.startswith(tuple(f"# Parameters for {n}:" for n in _SAMPLER_SECTIONS))]
+    return "\n".join(keep), len(keep) != len(sections)
 
 
 def _atomic_write_text(path: str, text: str) -> None:
@@ -390,7 +401,13 @@ class Trainer:
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 saved = f.read()
-            if saved != self.operative_config:
+            saved_rest, saved_has_sampler = _without_sampler_sections(saved)
+            if saved != self.operative_config and not saved_has_sampler and (
+                saved_rest == _without_sampler_sections(self.operative_config)[0]
+            ):
+                # Saved before the trainer recorded sampler bindings: the same run, not a conflict.
+                logging.info("Adding the sampler settings to %s (saved before they were recorded)", path)
+            elif saved != self.operative_config:
                 diff = "\n".join(
                     difflib.unified_diff(saved.splitlines(), self.operative_config.splitlines(), "saved", "new", lineterm="", n=0)
                 )
