@@ -24,6 +24,7 @@ probe's report beside the same report on real synthetic videos of the same class
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
@@ -151,24 +152,24 @@ def content_report(videos: Sequence[np.ndarray], labels: Optional[Sequence[int]]
 
 
 def real_videos(labels: Sequence[int], res: Sequence[int], first_index: int = 0, seed: int = 0) -> list:
-    """Real synthetic videos (uint8 ``[T, H, W, 3]``) with the given first-object classes, in order."""
+    """Real synthetic videos (uint8 ``[T, H, W, 3]``) with the given first-object classes, in order.
+
+    Takes, for each class, the first matching indices from ``first_index`` on; renders only those.
+    """
     from hpdm.data.synthetic import SyntheticVideos
+    from hpdm.samplers.hierarchical import to_uint8
 
     source = SyntheticVideos(seed=seed)
-    wanted = list(labels)
-    found: dict = {}
+    need = Counter(int(l) for l in labels)
+    indices: dict = {label: [] for label in need}
     index = first_index
-    while any(wanted.count(l) > len(found.get(l, [])) for l in set(wanted)):
-        if source.attributes(index)["objects"][0]["label"] in wanted:
-            video, label, _ = source.render(index, res)
-            found.setdefault(label, []).append(video)
+    while any(len(indices[label]) < n for label, n in need.items()):
+        label = source.attributes(index)["objects"][0]["label"]
+        if label in need and len(indices[label]) < need[label]:
+            indices[label].append(index)
         index += 1
-    out, used = [], {}
-    for l in wanted:
-        video = found[l][used.get(l, 0)]
-        used[l] = used.get(l, 0) + 1
-        out.append(((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy())
-    return out
+    queues = {label: iter(found) for label, found in indices.items()}
+    return [to_uint8(source.render(next(queues[int(l)]), res)[0][None])[0].numpy() for l in labels]
 
 
 def format_report(name: str, report: dict) -> str:

@@ -156,7 +156,7 @@ def _record_sampler_config() -> None:
     gin's operative config lists only configurables that have been called. Without this, a run's
     sampler settings (``LevelSchedule``, ``OverlapSampler``) reach ``config.gin`` only if a preview
     was sampled before it was written, and ``hpdm-sample`` on the run or its export silently fell
-    back to the paper's defaults (128 / 64 / 32 steps instead of the quickstart's 32 / 16 / 8).
+    back to the paper's defaults (128 / 64 / 32 steps whatever the config said).
     """
     try:
         from hpdm.samplers import LevelSchedule, OverlapSampler
@@ -166,14 +166,23 @@ def _record_sampler_config() -> None:
     OverlapSampler()
 
 
-_SAMPLER_SECTIONS = ("LevelSchedule", "OverlapSampler")
+_SAMPLER_HEADERS = ("# Parameters for LevelSchedule:", "# Parameters for OverlapSampler:")
 
 
-def _without_sampler_sections(config: str) -> tuple[str, bool]:
-    """``config`` without its sampler sections, and whether it had any (see ``_record_sampler_config``)."""
-    sections = re.split(r"\n(?=# Parameters for )", config)
-    keep = [s for s in sections if not s.startswith(tuple(f"# Parameters for {n}:" for n in _SAMPLER_SECTIONS))]
-    return "\n".join(keep), len(keep) != len(sections)
+def _predates_sampler_sections(saved: str, current: str) -> bool:
+    """Whether ``saved`` is ``current`` minus the sampler sections that ``_record_sampler_config`` adds.
+
+    Such a config was written before the trainer recorded sampler bindings: resuming it is the same
+    run, not a configuration conflict.
+    """
+
+    def split(config: str) -> tuple[str, bool]:
+        sections = re.split(r"\n(?=# Parameters for )", config)
+        keep = [s for s in sections if not s.startswith(_SAMPLER_HEADERS)]
+        return "\n".join(keep), len(keep) != len(sections)
+
+    saved_rest, saved_has_sampler = split(saved)
+    return not saved_has_sampler and saved_rest == split(current)[0]
 
 
 def _atomic_write_text(path: str, text: str) -> None:
@@ -401,13 +410,11 @@ class Trainer:
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 saved = f.read()
-            saved_rest, saved_has_sampler = _without_sampler_sections(saved)
-            if saved != self.operative_config and not saved_has_sampler and (
-                saved_rest == _without_sampler_sections(self.operative_config)[0]
-            ):
-                # Saved before the trainer recorded sampler bindings: the same run, not a conflict.
+            if saved == self.operative_config:
+                return
+            if _predates_sampler_sections(saved, self.operative_config):
                 logging.info("Adding the sampler settings to %s (saved before they were recorded)", path)
-            elif saved != self.operative_config:
+            else:
                 diff = "\n".join(
                     difflib.unified_diff(saved.splitlines(), self.operative_config.splitlines(), "saved", "new", lineterm="", n=0)
                 )
@@ -418,8 +425,6 @@ class Trainer:
                         "--allow_config_override to replace it."
                     )
                 logging.warning("Overriding the saved config (--allow_config_override):\n%s", diff)
-            else:
-                return
         if self.info.is_main:
             _atomic_write_text(path, self.operative_config)
 
