@@ -173,6 +173,7 @@ def real_videos(labels: Sequence[int], res: Sequence[int], first_index: int = 0,
 
 
 def format_report(name: str, report: dict) -> str:
+    """One line: ``name`` then the report's accuracies and rates, e.g. ``samples   colour_accuracy=1.000 ...``."""
     keys = ("colour_accuracy", "shape_accuracy", "single_object_frames", "shape_consistency", "track_rms")
     return f"{name:<10}" + "  ".join(f"{k}={report[k]:.3f}" for k in keys if k in report)
 
