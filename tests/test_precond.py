@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from hpdm.core import NoiseSchedule, v_preconditioning, v_to_x0, x0_to_v
@@ -47,3 +48,21 @@ def test_context_regime_masks_levels_below_a_cut():
     torch.testing.assert_close(sigma[~mask], ctx.expand(512, 3)[~mask])
     # Both cuts occur: sometimes level 1 is context, sometimes it is trained.
     assert mask[:, 1].any() and (~mask[:, 1]).any()
+
+
+def test_per_level_noise_distribution():
+    schedule = NoiseSchedule(p_mean=(-0.4, -1.2, -2.0), p_std=(0.0, 0.0, 0.5), context_prob=0.0)
+    sigma, _ = schedule.sample_training_sigmas(20000, 3, torch.Generator().manual_seed(3))
+    scaled = schedule.model_sigma(sigma).log()
+    # A zero spread gives exactly exp(p_mean) on the scaled axis at every draw.
+    torch.testing.assert_close(scaled[:, 0], torch.full((20000,), -0.4), rtol=0, atol=1e-6)
+    torch.testing.assert_close(scaled[:, 1], torch.full((20000,), -1.2), rtol=0, atol=1e-6)
+    assert abs(scaled[:, 2].mean().item() + 2.0) < 0.02 and abs(scaled[:, 2].std().item() - 0.5) < 0.02
+
+
+def test_per_level_noise_distribution_must_match_the_levels():
+    schedule = NoiseSchedule(p_mean=(-0.4, -1.2))
+    with pytest.raises(ValueError, match="2 per-level values for 3 levels"):
+        schedule.sample_training_sigmas(4, 3)
+    with pytest.raises(ValueError, match="p_std must be >= 0"):
+        NoiseSchedule(p_std=(1.0, -1.0))

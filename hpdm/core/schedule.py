@@ -12,8 +12,14 @@ One object holds ``b_l`` and every one of those conversions, so training and sam
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import gin
 import torch
+
+
+def _as_tuple(value) -> tuple:
+    return (value,) if isinstance(value, (int, float)) else tuple(value)
 
 
 @gin.configurable
@@ -22,7 +28,8 @@ class NoiseSchedule:
 
     Args:
       sigma_data: standard deviation of the data (videos in [-1, 1]).
-      p_mean, p_std: EDM's log-normal training distribution of the scaled sigma.
+      p_mean, p_std: EDM's log-normal training distribution of the scaled sigma; a float for every
+        level, or a sequence with one value per level (which must then match the model's levels).
       sigma_min, sigma_max: sampling range of the scaled sigma.
       input_scale_decay: ``b_l = input_scale_decay ** l``.
       context_prob: probability that a training sample puts the levels below a random cut at the
@@ -33,8 +40,8 @@ class NoiseSchedule:
     def __init__(
         self,
         sigma_data: float = 0.5,
-        p_mean: float = -1.2,
-        p_std: float = 1.2,
+        p_mean: float | Sequence[float] = -1.2,
+        p_std: float | Sequence[float] = 1.2,
         sigma_min: float = 0.002,
         sigma_max: float = 80.0,
         input_scale_decay: float = 0.7,
@@ -45,12 +52,22 @@ class NoiseSchedule:
         if not 0 <= context_prob <= 1:
             raise ValueError(f"context_prob must be a probability, got {context_prob}")
         self.sigma_data = sigma_data
-        self.p_mean = p_mean
-        self.p_std = p_std
+        self.p_mean = p_mean if isinstance(p_mean, (int, float)) else tuple(float(m) for m in p_mean)
+        self.p_std = p_std if isinstance(p_std, (int, float)) else tuple(float(s) for s in p_std)
+        if min(_as_tuple(self.p_std)) < 0:
+            raise ValueError(f"p_std must be >= 0, got {p_std}")
         self.sigma_min = sigma_min
         self.sigma_max = sigma_max
         self.input_scale_decay = input_scale_decay
         self.context_prob = context_prob
+
+    @staticmethod
+    def _per_level(value, name: str, num_levels: int) -> torch.Tensor:
+        if isinstance(value, (int, float)):
+            return torch.full((num_levels,), float(value))
+        if len(value) != num_levels:
+            raise ValueError(f"NoiseSchedule.{name} has {len(value)} per-level values for {num_levels} levels")
+        return torch.tensor(value, dtype=torch.float32)
 
     def input_scale(self, level: int | torch.Tensor):
         """``b_l``, the data scaling of ``level`` (a tensor of levels gives a tensor)."""
@@ -81,7 +98,9 @@ class NoiseSchedule:
         With probability ``context_prob`` a sample draws a cut ``k`` in ``1..n-1``; levels below it
         sit at their context noise level and are masked out of the loss.
         """
-        log_sigma = self.p_mean + self.p_std * torch.randn(batch, num_levels, generator=generator)
+        p_mean = self._per_level(self.p_mean, "p_mean", num_levels)
+        p_std = self._per_level(self.p_std, "p_std", num_levels)
+        log_sigma = p_mean + p_std * torch.randn(batch, num_levels, generator=generator)
         sigma = log_sigma.exp() / self.level_scales(num_levels)
         mask = torch.ones(batch, num_levels, dtype=torch.bool)
         if num_levels > 1 and self.context_prob > 0:
