@@ -10,7 +10,9 @@ from hpdm.pyramid import (
     Pyramid,
     check_coords,
     extract_hierarchy,
+    extract_patch,
     level_resolutions,
+    level_video,
     patch_coords,
     remap_coords,
     sample_nested_offsets,
@@ -83,3 +85,18 @@ def test_nested_patches_are_exact_crops(geometry, seed):
         if level:
             rel = remap_coords(coords[level], coords[level - 1])
             assert (rel[3:] >= -1e-6).all() and (rel[3:] + rel[:3] <= 1 + 1e-6).all(), "child outside parent"
+
+
+def test_level_video_tiles_into_its_patches():
+    pyramid = Pyramid((8, 32, 48), (4, 8, 12))
+    videos = torch.randn(2, 3, 8, 32, 48, dtype=torch.float64)
+    for level in range(pyramid.num_levels):
+        whole = level_video(videos, pyramid, level)
+        assert tuple(whole.shape) == (2, 3, *pyramid.resolutions[level])
+        t, h, w = pyramid.patch_res
+        for offsets in [(0, 0, 0), tuple(m for m in pyramid.max_offsets(level))]:
+            patch = extract_patch(videos[1], pyramid, level, offsets)
+            crop = whole[1, :, offsets[0] : offsets[0] + t, offsets[1] : offsets[1] + h, offsets[2] : offsets[2] + w]
+            torch.testing.assert_close(crop, patch, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="videos must be"):
+        level_video(videos[0], pyramid, 0)

@@ -173,3 +173,34 @@ def test_bad_conditioning_errors():
         sample_videos(tiny(), 1, seed=0, labels=0, **kwargs)
     with pytest.raises(ValueError, match="not text-conditional"):
         sample_videos(tiny(num_classes=5), 1, seed=0, cond={"text": torch.zeros(1, 2, 4)}, **kwargs)
+
+
+def test_given_levels_are_kept_and_condition_the_rest():
+    model = tiny()
+    pyramid = model.pyramid
+
+    def run(given):
+        return sample_pyramid(
+            HPDMTileModel(model), pyramid, model.schedule.sigma_range, model.schedule.context_sigma,
+            VideoNoise([1, 2], dtype=torch.float64), level_schedule=FAST,
+            overlap_sampler=OverlapSampler("hw", tile_batch_size=TILE_BATCH), return_levels=True,
+            given_levels=given,
+        )
+
+    gen = torch.Generator().manual_seed(0)
+    g0 = torch.rand(2, 3, *pyramid.resolutions[0], generator=gen, dtype=torch.float64) * 2 - 1
+    g1 = torch.rand(2, 3, *pyramid.resolutions[1], generator=gen, dtype=torch.float64) * 2 - 1
+    one = run([g0])
+    assert torch.equal(one[0], g0) and len(one) == pyramid.num_levels
+    two = run([g0, g1])
+    assert torch.equal(two[0], g0) and torch.equal(two[1], g1)
+    # Same noise stream, different coarse video: the generated finer level depends on it.
+    assert not torch.allclose(run([-g0])[1], one[1])
+    with pytest.raises(ValueError, match="leave nothing to generate"):
+        run([g0, g1, torch.zeros(2, 3, *pyramid.resolutions[2], dtype=torch.float64)])
+    with pytest.raises(ValueError, match=r"given level 0 has shape"):
+        run([g0[:, :, :1]])
+    with pytest.raises(ValueError, match="holds 2 videos for num_videos=3"):
+        sample_videos(model, 3, seed=0, level_schedule=FAST, given_levels=[g0])
+    out = sample_videos(model, 2, seed=0, level_schedule=FAST, overlap="hw", given_levels=[g0])
+    assert out.shape == (2, *pyramid.target_res, 3)

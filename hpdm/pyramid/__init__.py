@@ -1,7 +1,13 @@
 """Pyramid geometry only: levels, coordinates, nested patches, tile plans, Eq. 8 remapping."""
 
 from hpdm.pyramid.geometry import Pyramid, check_coords, level_resolutions, patch_coords
-from hpdm.pyramid.patches import extract_hierarchy, extract_patch, sample_hierarchy, sample_nested_offsets
+from hpdm.pyramid.patches import (
+    extract_hierarchy,
+    extract_patch,
+    level_video,
+    sample_hierarchy,
+    sample_nested_offsets,
+)
 from hpdm.pyramid.remap import remap_coords, sampling_grid
 from hpdm.pyramid.tiles import TilePlan, ancestor_coords, ancestor_offsets, parse_overlap, tile_starts
 
@@ -14,6 +20,7 @@ __all__ = [
     "extract_hierarchy",
     "extract_patch",
     "level_resolutions",
+    "level_video",
     "parse_overlap",
     "patch_coords",
     "remap_coords",

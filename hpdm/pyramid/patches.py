@@ -59,6 +59,19 @@ def extract_patch(video: torch.Tensor, pyramid: Pyramid, level: int, offsets: Se
     return F.avg_pool3d(region.unsqueeze(0), kernel_size=factor, stride=factor).squeeze(0)
 
 
+def level_video(videos: torch.Tensor, pyramid: Pyramid, level: int) -> torch.Tensor:
+    """Whole level-``level`` videos ``[B, C, *resolutions[level]]`` of full-resolution ``videos [B, C, T, H, W]``.
+
+    The average pooling that every training patch is an exact crop of (``extract_patch``).
+    """
+    if videos.dim() != 5 or tuple(videos.shape[2:]) != pyramid.target_res:
+        raise ValueError(f"videos must be [B, C, *{pyramid.target_res}], got shape {tuple(videos.shape)}")
+    factor = pyramid.pool_factor(level)
+    if factor == (1, 1, 1):
+        return videos.clone()
+    return F.avg_pool3d(videos, kernel_size=factor, stride=factor)
+
+
 def extract_hierarchy(
     video: torch.Tensor, pyramid: Pyramid, offsets: Sequence[Sequence[int]]
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,8 @@ Reproducibility: all noise of video ``i`` comes from its own CPU ``torch.Generat
 ``video_seed(seed, i)`` and is moved to the device afterwards, so a video depends only on the seed,
 its index and its conditioning, not on the device, the batch size or the tile batch size (up to
 float rounding of batched kernels). Draw order per video: for every level, the initial noise, then
-the churn noise of each stochastic step, then (below the last level) the context noise.
+the churn noise of each stochastic step, then (below the last level) the context noise; a level
+given rather than generated (``given_levels``) draws only its context noise.
 """
 
 from __future__ import annotations
@@ -69,19 +70,29 @@ def sample_pyramid(
     context_noise: bool = True,
     progress: Optional[Progress] = None,
     return_levels: bool = False,
+    given_levels: Optional[Sequence[torch.Tensor]] = None,
 ):
     """Generate every level of a batch of videos; returns the last level ``[B, C, T, H, W]`` (float).
 
     Model-agnostic: ``tile_model`` is any ``TileModel``; ``sigma_range(level)`` and
     ``context_sigma(level)`` come from the model's noise schedule. With ``return_levels`` the list of
-    all generated levels (clean, before context noise) is returned instead.
+    all levels (clean, before context noise) is returned instead. ``given_levels`` (clean videos of
+    levels ``0..k-1``, ``[B, C, *level_res]`` each, k below the number of levels) are used instead of
+    generating those levels: generation starts at level k with them as ancestors, which isolates
+    what the finer levels do with a known coarse video (e.g. real data pooled to the level sizes).
     """
     level_schedule = LevelSchedule() if level_schedule is None else level_schedule
     overlap_sampler = OverlapSampler() if overlap_sampler is None else overlap_sampler
     batch = len(noise.generators)
+    given = _check_given_levels(given_levels, pyramid, batch, channels)
     ancestors: list = []
     levels: list = []
     for level in range(pyramid.num_levels):
+        if level < len(given):
+            x = given[level].to(noise.device, noise.dtype)
+            levels.append(x)
+            ancestors.append(x + context_sigma(level) * noise.draw(x.shape[1:]) if context_noise else x)
+            continue
         steps = level_schedule.level(level)
         sigma_min, sigma_max = sigma_range(level)
         sigmas = steps.sigmas(sigma_min, sigma_max)
@@ -111,6 +122,17 @@ def sample_pyramid(
             ancestors.append(ctx)
         del denoiser  # frees this level's cached contexts before the next level builds its own
     return levels if return_levels else levels[-1]
+
+
+def _check_given_levels(given, pyramid: Pyramid, batch: int, channels: int) -> list:
+    given = list(given or [])
+    if len(given) >= pyramid.num_levels:
+        raise ValueError(f"{len(given)} given levels leave nothing to generate in a {pyramid.num_levels}-level pyramid")
+    for level, video in enumerate(given):
+        want = (batch, channels, *pyramid.resolutions[level])
+        if tuple(video.shape) != want:
+            raise ValueError(f"given level {level} has shape {tuple(video.shape)}, expected {want}")
+    return given
 
 
 def to_uint8(videos: torch.Tensor) -> torch.Tensor:
@@ -176,6 +198,7 @@ def sample_videos(
     device=None,
     context_noise: bool = True,
     progress: Optional[Progress] = None,
+    given_levels: Optional[Sequence[torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Sample ``num_videos`` full-resolution videos from an ``HPDM``; returns ``uint8 [N, T, H, W, C]``.
 
@@ -192,6 +215,8 @@ def sample_videos(
       level_schedule: steps/stepper per level (default: the gin-configured ``LevelSchedule``).
       tile_batch_size / offload_cache: see ``OverlapSampler``.
       batch_size: videos generated together.
+      given_levels: clean ``[N, C, *level_res]`` videos (in [-1, 1]) of levels ``0..k-1`` to condition
+        on instead of generating them (see ``sample_pyramid``).
     """
     if num_videos < 0:
         raise ValueError(f"num_videos must be >= 0, got {num_videos}")
@@ -200,6 +225,9 @@ def sample_videos(
     if label_tensor is not None:
         cond["label"] = label_tensor
     _check_cond(model, cond, num_videos)
+    for level, video in enumerate(given_levels or []):
+        if video.shape[0] != num_videos:
+            raise ValueError(f"given level {level} holds {video.shape[0]} videos for num_videos={num_videos}")
     param = next(model.parameters())
     device = torch.device(param.device if device is None else device)
     pyramid = model.pyramid
@@ -215,6 +243,7 @@ def sample_videos(
             idx = list(range(start, min(start + batch_size, num_videos)))
             rows = torch.tensor(idx)
             chunk_cond = {k: v[rows].to(device) for k, v in cond.items()} or None
+            chunk_given = [v[rows] for v in given_levels] if given_levels else None
             noise = VideoNoise([video_seed(seed, i) for i in idx], device, dtype=param.dtype)
 
             def report(info: dict, start=start) -> None:
@@ -233,6 +262,7 @@ def sample_videos(
                 overlap_sampler=sampler,
                 context_noise=context_noise,
                 progress=report,
+                given_levels=chunk_given,
             )
             out.append(to_uint8(videos))
     finally:
