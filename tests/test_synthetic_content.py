@@ -2,15 +2,58 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from hpdm.data.synthetic import CLASS_NAMES
+from hpdm.data.synthetic import CLASS_NAMES, SHAPES
 from hpdm.metrics.synthetic_content import (
     class_attributes,
     colour_index_map,
     content_report,
     read_video,
     real_videos,
+    shape_scores,
 )
+
+
+def _ideal_mask(shape: str, radius: float, cy: float, cx: float, size: int = 64) -> np.ndarray:
+    """Pixel-centre rasterisation of the source's shapes (same geometry as ``_shape_sdf``)."""
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5
+    dy, dx = ys - cy, xs - cx
+    if shape == "disc":
+        return dx * dx + dy * dy <= radius * radius
+    if shape == "square":
+        return np.maximum(np.abs(dx), np.abs(dy)) <= radius
+    return np.abs(dx) + np.abs(dy) <= 1.25 * radius
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.sampled_from(SHAPES),
+    radius=st.floats(4.0, 14.0),
+    cy=st.floats(20.0, 44.0),
+    cx=st.floats(20.0, 44.0),
+)
+def test_shape_scores_pick_the_drawn_shape(shape, radius, cy, cx):
+    scores = shape_scores(_ideal_mask(shape, radius, cy, cx))
+    assert max(scores, key=scores.get) == shape
+    assert scores[shape] > 0.85
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_shape_scores_tolerate_stray_edge_pixels():
+    # A square of side 20 with one stray pixel beside each edge: its bounding-box fill drops to
+    # 404 / 484 ~ 0.83 (a disc's is pi/4 ~ 0.785), but the template match stays square.
+    mask = _ideal_mask("square", 10.0, 32.0, 32.0)
+    assert mask.sum() == 400
+    mask[32, 21] = mask[32, 42] = mask[21, 32] = mask[42, 32] = True
+    rows, cols = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+    assert mask.sum() / box < 0.84
+    scores = shape_scores(mask)
+    assert max(scores, key=scores.get) == "square"
+    with pytest.raises(ValueError, match="non-empty"):
+        shape_scores(np.zeros((8, 8), dtype=bool))
 
 
 def test_class_attributes_match_class_names():
@@ -126,3 +169,25 @@ def test_cli_rejects_an_unconditional_model(tmp_path):
     )
     assert out.returncode != 0
     assert "needs a class-conditional model" in out.stderr
+
+
+def test_cli_conditions_on_real_coarse_levels(tmp_path):
+    """--real_levels=2 generates only the finest level, from real levels 0 and 1: the colour follows."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    report = tmp_path / "probe.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "hpdm.metrics.synthetic_content", "--model=pretrained/quickstart",
+         "--videos_per_class=1", "--batch_size=9", f"--output={report}", "--real_levels=2",
+         "--gin_param=LevelSchedule.num_steps=[1, 1, 1]", "--gin_param=OverlapSampler.overlap=''"],
+        cwd=root, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="2"),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads(report.read_text())
+    assert data["real_levels"] == 2
+    assert data["samples"]["colour_accuracy"] == 1.0
+    assert data["samples"]["single_object_frames"] > 0.9

@@ -8,8 +8,11 @@ eyeballed. The probe reads pixels only (no model):
 * object pixels: saturated, bright pixels whose hue is red, yellow or green (``COLOUR_HUES``); the
   backgrounds (blue, purple, grey) never fall in those hue bands;
 * per frame, connected components of object pixels larger than ``min_area`` of the frame; a frame
-  with exactly one is a "single-object" frame; its largest component gives the frame's shape from
-  its fill of the bounding box (square ~1, disc pi/4, diamond 1/2) and its centroid;
+  with exactly one is a "single-object" frame; that component gives the frame's centroid and its
+  shape: the ideal disc, axis-aligned square and diamond (the source's three shapes) of the same
+  area and centroid are rasterised, and the one with the highest intersection over union wins.
+  Matching whole templates is robust to the few stray edge pixels a sample may have (a bounding
+  box is not: one stray pixel per side turns a square's box fill from 1 into ~0.8);
 * per video: the majority colour and shape, and the RMS distance of the centroids from their
   least-squares straight line in time (as a fraction of the short frame side; constant velocity
   makes it ~0 on real videos).
@@ -19,7 +22,10 @@ Usage::
     python -m hpdm.metrics.synthetic_content --model=pretrained/quickstart --videos_per_class=2
 
 samples ``videos_per_class`` videos of every class with the tiled, cached sampler and prints the
-probe's report beside the same report on real synthetic videos of the same classes.
+probe's report beside the same report on real synthetic videos of the same classes. With
+``--real_levels=k`` the first k pyramid levels are not generated but taken from those real videos
+(average-pooled to the level sizes), so the report shows what the finer levels make of a correct
+coarse video: comparing k = 0, 1, 2 locates the level where content is lost.
 """
 
 from __future__ import annotations
@@ -37,8 +43,8 @@ from hpdm.data.synthetic import COLOURS, SHAPES
 COLOUR_HUES = {"red": ((0, 10), (172, 179)), "yellow": ((18, 40),), "green": ((45, 85),)}
 MIN_SATURATION = 100
 MIN_VALUE = 90
-# Fill of the bounding box: square 1, disc pi/4 ~ 0.785, diamond 1/2.
-SHAPE_FILL_EDGES = (("diamond", 0.0), ("disc", 0.64), ("square", 0.9))
+# Sub-pixel samples per axis when rasterising shape templates (coverage in 1/16 steps).
+TEMPLATE_SUPERSAMPLING = 4
 
 
 @dataclass
@@ -72,12 +78,45 @@ def colour_index_map(video: np.ndarray) -> np.ndarray:
     return out
 
 
-def _shape_from_fill(fill: float) -> str:
-    name = SHAPE_FILL_EDGES[0][0]
-    for candidate, edge in SHAPE_FILL_EDGES:
-        if fill >= edge:
-            name = candidate
-    return name
+def shape_scores(mask: np.ndarray) -> dict:
+    """Intersection over union of a binary object ``mask [H, W]`` with each ideal shape (``SHAPES``).
+
+    Every template has the mask's area and centroid; its pixel coverage is computed from
+    ``TEMPLATE_SUPERSAMPLING``^2 sub-pixel samples and compared as a soft IoU (sum of minima over
+    sum of maxima). Orientation is fixed as in the source: squares axis-aligned, diamonds at 45 degrees.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    area = float(mask.sum())
+    if area == 0:
+        raise ValueError("shape_scores needs a non-empty mask")
+    ys, xs = np.nonzero(mask)
+    cy, cx = ys.mean() + 0.5, xs.mean() + 0.5  # pixel centres
+    half = np.sqrt(area) / 2.0
+    reach = int(np.ceil(np.sqrt(area / 2.0))) + 2  # covers every template (the diamond reaches farthest)
+    y0, y1 = max(0, int(cy) - reach), min(mask.shape[0], int(cy) + reach + 1)
+    x0, x1 = max(0, int(cx) - reach), min(mask.shape[1], int(cx) + reach + 1)
+    k = TEMPLATE_SUPERSAMPLING
+    sub = (np.arange(k) + 0.5) / k
+    dy = (np.arange(y0, y1)[:, None] + sub[None, :]).reshape(-1, 1) - cy
+    dx = (np.arange(x0, x1)[:, None] + sub[None, :]).reshape(1, -1) - cx
+    inside = {
+        "disc": dx * dx + dy * dy <= area / np.pi,
+        "square": np.maximum(np.abs(dx), np.abs(dy)) <= half,
+        "diamond": np.abs(dx) + np.abs(dy) <= np.sqrt(area / 2.0),
+    }
+    observed = mask.astype(np.float64)
+    scores = {}
+    for name in SHAPES:
+        cover = inside[name].reshape(y1 - y0, k, x1 - x0, k).mean(axis=(1, 3))
+        template = np.zeros_like(observed)
+        template[y0:y1, x0:x1] = cover
+        scores[name] = float(np.minimum(observed, template).sum() / np.maximum(observed, template).sum())
+    return scores
+
+
+def _best_shape(mask: np.ndarray) -> str:
+    scores = shape_scores(mask)
+    return max(scores, key=scores.get)
 
 
 def read_video(video: np.ndarray, min_area: float = 0.01) -> VideoReading:
@@ -92,14 +131,13 @@ def read_video(video: np.ndarray, min_area: float = 0.01) -> VideoReading:
     single, shapes, times, centroids = 0, [], [], []
     for f in range(t):
         mask = (colours[f] >= 0).astype(np.uint8)
-        n, _, stats, cents = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        n, components, stats, cents = cv2.connectedComponentsWithStats(mask, connectivity=8)
         big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_pixels]
         if len(big) != 1:
             continue
         single += 1
         i = big[0]
-        box = stats[i, cv2.CC_STAT_WIDTH] * stats[i, cv2.CC_STAT_HEIGHT]
-        shapes.append(_shape_from_fill(stats[i, cv2.CC_STAT_AREA] / box))
+        shapes.append(_best_shape(components == i))
         times.append(f)
         centroids.append(cents[i])
     shape, consistency = None, 0.0
@@ -151,15 +189,17 @@ def content_report(videos: Sequence[np.ndarray], labels: Optional[Sequence[int]]
     return report
 
 
-def real_videos(labels: Sequence[int], res: Sequence[int], first_index: int = 0, seed: int = 0) -> list:
-    """Real synthetic videos (uint8 ``[T, H, W, 3]``) with the given first-object classes, in order.
+def real_video_tensors(labels: Sequence[int], res: Sequence[int], first_index: int = 0, seed: int = 0, **source_args):
+    """Real synthetic videos (float ``[N, 3, T, H, W]`` in [-1, 1]) with the given first-object classes.
 
     Takes, for each class, the first matching indices from ``first_index`` on; renders only those.
+    ``source_args`` go to ``SyntheticVideos`` (e.g. ``texture``).
     """
-    from hpdm.data.synthetic import SyntheticVideos
-    from hpdm.samplers.hierarchical import to_uint8
+    import torch
 
-    source = SyntheticVideos(seed=seed)
+    from hpdm.data.synthetic import SyntheticVideos
+
+    source = SyntheticVideos(seed=seed, **source_args)
     need = Counter(int(l) for l in labels)
     indices: dict = {label: [] for label in need}
     index = first_index
@@ -169,7 +209,14 @@ def real_videos(labels: Sequence[int], res: Sequence[int], first_index: int = 0,
             indices[label].append(index)
         index += 1
     queues = {label: iter(found) for label, found in indices.items()}
-    return [to_uint8(source.render(next(queues[int(l)]), res)[0][None])[0].numpy() for l in labels]
+    return torch.stack([source.render(next(queues[int(l)]), res)[0] for l in labels])
+
+
+def real_videos(labels: Sequence[int], res: Sequence[int], first_index: int = 0, seed: int = 0, **source_args) -> list:
+    """``real_video_tensors`` as a list of uint8 ``[T, H, W, 3]`` arrays (what the probe reads)."""
+    from hpdm.samplers.hierarchical import to_uint8
+
+    return list(to_uint8(real_video_tensors(labels, res, first_index, seed, **source_args)).numpy())
 
 
 def format_report(name: str, report: dict) -> str:
@@ -186,7 +233,8 @@ def main(argv: Sequence[str]) -> None:
     from absl import flags, logging
 
     from hpdm.core import load_pretrained
-    from hpdm.samplers.hierarchical import sample_videos
+    from hpdm.pyramid import level_video
+    from hpdm.samplers.hierarchical import sample_videos, to_uint8
 
     f = flags.FLAGS
     model = load_pretrained(f.model, use_ema=True, bindings=list(f.gin_param))
@@ -208,17 +256,22 @@ def main(argv: Sequence[str]) -> None:
                 info["num_videos"], info["level"] + 1, info["num_levels"], info["num_steps"],
             )
 
+    # SyntheticVideos is gin-configurable and load_pretrained parsed the model's config: the real
+    # videos follow the source settings (texture, radius, ...) the model was trained on.
+    real = real_video_tensors(labels, model.pyramid.target_res, first_index=f.first_index)
+    given = [level_video(real, model.pyramid, level) for level in range(f.real_levels)]
     fake = sample_videos(
         model, len(labels), f.seed, labels=torch.tensor(labels), guidance_scale=f.guidance_scale,
-        batch_size=f.batch_size, tile_batch_size=f.tile_batch_size, progress=progress,
+        batch_size=f.batch_size, tile_batch_size=f.tile_batch_size, progress=progress, given_levels=given,
     ).numpy()
-    real = real_videos(labels, model.pyramid.target_res, first_index=f.first_index)
+    real = list(to_uint8(real).numpy())
     results = {"real": content_report(real, labels), "samples": content_report(list(fake), labels)}
     print(format_report("real", results["real"]))
     print(format_report("samples", results["samples"]))
     if f.output:
         with open(f.output, "w") as fh:
-            json.dump(dict(results, labels=labels, guidance_scale=f.guidance_scale, seed=f.seed), fh, indent=1)
+            meta = dict(labels=labels, guidance_scale=f.guidance_scale, seed=f.seed, real_levels=f.real_levels)
+            json.dump(dict(results, **meta), fh, indent=1)
         if f.save_videos:
             np.save(f.output.rsplit(".", 1)[0] + "_videos.npy", fake)
 
@@ -236,6 +289,11 @@ def run() -> None:
     flags.DEFINE_string("device", None, "torch device (default: where the model was loaded).")
     flags.DEFINE_string("output", None, "also write the report as JSON here.")
     flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. \"LevelSchedule.num_steps=[16, 8, 4]\".")
+    flags.DEFINE_integer(
+        "real_levels", 0,
+        "condition on the first k levels of the real reference videos instead of generating them "
+        "(0: generate everything); isolates which level loses the content.",
+    )
     flags.DEFINE_bool("save_videos", False, "with --output, also save the sampled videos (.npy) beside it.")
     flags.mark_flag_as_required("model")
     app.run(main)
