@@ -64,5 +64,11 @@ def test_per_level_noise_distribution_must_match_the_levels():
     schedule = NoiseSchedule(p_mean=(-0.4, -1.2))
     with pytest.raises(ValueError, match="2 per-level values for 3 levels"):
         schedule.sample_training_sigmas(4, 3)
+    # A model checks its schedule against its pyramid when it is built, not at the first step.
+    from hpdm.core import HPDM
+
+    with pytest.raises(ValueError, match="2 per-level values for 3 levels"):
+        HPDM(target_res=(4, 16, 16), patch_res=(1, 4, 4), token_size=(1, 2, 2), token_dim=16, latent_dim=16,
+             num_latents=4, num_blocks=1, head_dim=8, schedule=schedule)
     with pytest.raises(ValueError, match="p_std must be >= 0"):
         NoiseSchedule(p_std=(1.0, -1.0))

@@ -113,6 +113,7 @@ class HPDM(nn.Module):
         self.pyramid = Pyramid(target_res, patch_res)
         self.schedule = schedule if schedule is not None else NoiseSchedule()
         levels = self.pyramid.num_levels
+        self.schedule.check_num_levels(levels)
         loads = list(num_levels_per_block) if num_levels_per_block is not None else [levels] * num_blocks
         if len(loads) != num_blocks:
             raise ValueError(f"num_levels_per_block has {len(loads)} entries for {num_blocks} blocks")

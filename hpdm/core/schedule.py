@@ -69,6 +69,11 @@ class NoiseSchedule:
             raise ValueError(f"NoiseSchedule.{name} has {len(value)} per-level values for {num_levels} levels")
         return torch.tensor(value, dtype=torch.float32)
 
+    def check_num_levels(self, num_levels: int) -> None:
+        """Raise ``ValueError`` if per-level settings do not fit a ``num_levels`` pyramid."""
+        self._per_level(self.p_mean, "p_mean", num_levels)
+        self._per_level(self.p_std, "p_std", num_levels)
+
     def input_scale(self, level: int | torch.Tensor):
         """``b_l``, the data scaling of ``level`` (a tensor of levels gives a tensor)."""
         return self.input_scale_decay**level
