@@ -123,8 +123,8 @@ def test_empty_video_reads_as_nothing():
     assert reading.single_object_frames == 0.0 and np.isnan(reading.track_rms)
 
 
-def test_cli_on_the_shipped_quickstart_model(tmp_path):
-    """The CLI samples one video per class and writes a report whose real-video row is perfect."""
+def _probe_shipped_model(tmp_path, *flags):
+    """Run the probe CLI on the shipped model (one video per class); ``(process, report dict)``."""
     import json
     import os
     import subprocess
@@ -134,12 +134,16 @@ def test_cli_on_the_shipped_quickstart_model(tmp_path):
     report = tmp_path / "probe.json"
     out = subprocess.run(
         [sys.executable, "-m", "hpdm.metrics.synthetic_content", "--model=pretrained/quickstart",
-         "--videos_per_class=1", "--batch_size=9", f"--output={report}", "--save_videos",
-         "--gin_param=LevelSchedule.num_steps=[16, 1, 1]"],
+         "--videos_per_class=1", "--batch_size=9", f"--output={report}", *flags],
         cwd=root, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="2"),
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    data = json.loads(report.read_text())
+    return out, json.loads(report.read_text())
+
+
+def test_cli_on_the_shipped_quickstart_model(tmp_path):
+    """The CLI samples one video per class and writes a report whose real-video row is perfect."""
+    out, data = _probe_shipped_model(tmp_path, "--save_videos", "--gin_param=LevelSchedule.num_steps=[16, 1, 1]")
     assert data["labels"] == list(range(len(CLASS_NAMES)))
     assert data["real"]["colour_accuracy"] == 1.0 and data["real"]["shape_accuracy"] == 1.0
     assert data["samples"]["num_videos"] == len(CLASS_NAMES)
@@ -173,21 +177,10 @@ def test_cli_rejects_an_unconditional_model(tmp_path):
 
 def test_cli_conditions_on_real_coarse_levels(tmp_path):
     """--real_levels=2 generates only the finest level, from real levels 0 and 1: the colour follows."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    report = tmp_path / "probe.json"
-    out = subprocess.run(
-        [sys.executable, "-m", "hpdm.metrics.synthetic_content", "--model=pretrained/quickstart",
-         "--videos_per_class=1", "--batch_size=9", f"--output={report}", "--real_levels=2",
-         "--gin_param=LevelSchedule.num_steps=[1, 1, 1]", "--gin_param=OverlapSampler.overlap=''"],
-        cwd=root, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="2"),
+    _, data = _probe_shipped_model(
+        tmp_path, "--real_levels=2", "--gin_param=LevelSchedule.num_steps=[1, 1, 1]",
+        "--gin_param=OverlapSampler.overlap=''",
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    data = json.loads(report.read_text())
     assert data["real_levels"] == 2
     assert data["samples"]["colour_accuracy"] == 1.0
     assert data["samples"]["single_object_frames"] > 0.9
