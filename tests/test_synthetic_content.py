@@ -17,7 +17,7 @@ from hpdm.metrics.synthetic_content import (
 
 
 def _ideal_mask(shape: str, radius: float, cy: float, cx: float, size: int = 64) -> np.ndarray:
-    """Pixel-centre rasterisation of the source's shapes (same geometry as ``_shape_sdf``)."""
+    """Pixel-centre rasterisation of the source's shapes (written out independently of ``shape_sdf``)."""
     ys, xs = np.mgrid[0:size, 0:size] + 0.5
     dy, dx = ys - cy, xs - cx
     if shape == "disc":

@@ -18,8 +18,9 @@ import gin
 import torch
 
 
-def _as_tuple(value) -> tuple:
-    return (value,) if isinstance(value, (int, float)) else tuple(value)
+def _float_or_floats(value) -> float | tuple[float, ...]:
+    """A number as a float, a sequence as a tuple of floats (one per level)."""
+    return float(value) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
 
 
 @gin.configurable
@@ -52,9 +53,9 @@ class NoiseSchedule:
         if not 0 <= context_prob <= 1:
             raise ValueError(f"context_prob must be a probability, got {context_prob}")
         self.sigma_data = sigma_data
-        self.p_mean = p_mean if isinstance(p_mean, (int, float)) else tuple(float(m) for m in p_mean)
-        self.p_std = p_std if isinstance(p_std, (int, float)) else tuple(float(s) for s in p_std)
-        if min(_as_tuple(self.p_std)) < 0:
+        self.p_mean = _float_or_floats(p_mean)
+        self.p_std = _float_or_floats(p_std)
+        if min(self.p_std if isinstance(self.p_std, tuple) else (self.p_std,)) < 0:
             raise ValueError(f"p_std must be >= 0, got {p_std}")
         self.sigma_min = sigma_min
         self.sigma_max = sigma_max
@@ -63,11 +64,11 @@ class NoiseSchedule:
 
     @staticmethod
     def _per_level(value, name: str, num_levels: int) -> torch.Tensor:
-        if isinstance(value, (int, float)):
-            return torch.full((num_levels,), float(value))
+        if isinstance(value, float):
+            return torch.full((num_levels,), value)
         if len(value) != num_levels:
             raise ValueError(f"NoiseSchedule.{name} has {len(value)} per-level values for {num_levels} levels")
-        return torch.tensor(value, dtype=torch.float32)
+        return torch.tensor(value)
 
     def check_num_levels(self, num_levels: int) -> None:
         """Raise ``ValueError`` if per-level settings do not fit a ``num_levels`` pyramid."""

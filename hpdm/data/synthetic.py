@@ -48,7 +48,11 @@ CLASS_NAMES = tuple(f"{colour} {shape}" for shape in SHAPES for colour in COLOUR
 DIRECTIONS = ("right", "up and right", "up", "up and left", "left", "down and left", "down", "down and right")
 
 
-def _shape_sdf(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> np.ndarray:
+# Area of each shape at radius 1 (the regions where ``shape_sdf <= 0``): pi r^2, (2r)^2, 2 (1.25 r)^2.
+SHAPE_UNIT_AREAS = {"disc": math.pi, "square": 4.0, "diamond": 2.0 * 1.25**2}
+
+
+def shape_sdf(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> np.ndarray:
     """Signed distance in pixels (negative inside); exact for disc/diamond, Chebyshev for square."""
     if shape == "disc":
         return np.sqrt(dx * dx + dy * dy) - radius
@@ -180,7 +184,7 @@ class SyntheticVideos:
             cy, vy = _fit_axis(obj["centre"][1], vy, r, h)
             dx = xs - (f32(cx) + f32(vx) * ts)
             dy = ys - (f32(cy) + f32(vy) * ts)
-            alpha = _unit_clip(f32(0.5) - _shape_sdf(obj["shape"], dx, dy, r))  # 1-pixel antialiasing
+            alpha = _unit_clip(f32(0.5) - shape_sdf(obj["shape"], dx, dy, r))  # 1-pixel antialiasing
             along = dx * f32(math.cos(obj["stripe_angle"])) + dy * f32(math.sin(obj["stripe_angle"]))
             freq = f32(2.0 * math.pi / (self.stripe_period * short))
             stripes = f32(1.0) + f32(self.texture) * np.sin(along * freq + f32(obj["stripe_phase"]))

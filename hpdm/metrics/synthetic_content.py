@@ -36,7 +36,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from hpdm.data.synthetic import COLOURS, SHAPES
+from hpdm.data.synthetic import COLOURS, SHAPE_UNIT_AREAS, SHAPES, shape_sdf
 
 # OpenCV 8-bit HSV: hue in [0, 180). Bands cover the stripe-modulated object colours, not the
 # backgrounds (blue ~108-116, purple ~140-143, grey unsaturated).
@@ -81,9 +81,9 @@ def colour_index_map(video: np.ndarray) -> np.ndarray:
 def shape_scores(mask: np.ndarray) -> dict:
     """Intersection over union of a binary object ``mask [H, W]`` with each ideal shape (``SHAPES``).
 
-    Every template has the mask's area and centroid; its pixel coverage is computed from
-    ``TEMPLATE_SUPERSAMPLING``^2 sub-pixel samples and compared as a soft IoU (sum of minima over
-    sum of maxima). Orientation is fixed as in the source: squares axis-aligned, diamonds at 45 degrees.
+    Every template is the source's own shape (``shape_sdf``) with the mask's area and centroid; its
+    pixel coverage is computed from ``TEMPLATE_SUPERSAMPLING``^2 sub-pixel samples and compared as a
+    soft IoU (sum of minima over sum of maxima).
     """
     mask = np.asarray(mask, dtype=bool)
     area = float(mask.sum())
@@ -91,19 +91,15 @@ def shape_scores(mask: np.ndarray) -> dict:
         raise ValueError("shape_scores needs a non-empty mask")
     ys, xs = np.nonzero(mask)
     cy, cx = ys.mean() + 0.5, xs.mean() + 0.5  # pixel centres
-    half = np.sqrt(area) / 2.0
-    reach = int(np.ceil(np.sqrt(area / 2.0))) + 2  # covers every template (the diamond reaches farthest)
+    # The diamond's and the square's corners reach farthest: sqrt(area / 2) from the centre.
+    reach = int(np.ceil(np.sqrt(area / 2.0))) + 2
     y0, y1 = max(0, int(cy) - reach), min(mask.shape[0], int(cy) + reach + 1)
     x0, x1 = max(0, int(cx) - reach), min(mask.shape[1], int(cx) + reach + 1)
     k = TEMPLATE_SUPERSAMPLING
     sub = (np.arange(k) + 0.5) / k
     dy = (np.arange(y0, y1)[:, None] + sub[None, :]).reshape(-1, 1) - cy
     dx = (np.arange(x0, x1)[:, None] + sub[None, :]).reshape(1, -1) - cx
-    inside = {
-        "disc": dx * dx + dy * dy <= area / np.pi,
-        "square": np.maximum(np.abs(dx), np.abs(dy)) <= half,
-        "diamond": np.abs(dx) + np.abs(dy) <= np.sqrt(area / 2.0),
-    }
+    inside = {name: shape_sdf(name, dx, dy, np.sqrt(area / SHAPE_UNIT_AREAS[name])) <= 0 for name in SHAPES}
     observed = mask.astype(np.float64)
     scores = {}
     for name in SHAPES:

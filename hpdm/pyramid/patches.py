@@ -54,9 +54,7 @@ def extract_patch(video: torch.Tensor, pyramid: Pyramid, level: int, offsets: Se
         offsets[1] * factor[1] : (offsets[1] + pyramid.patch_res[1]) * factor[1],
         offsets[2] * factor[2] : (offsets[2] + pyramid.patch_res[2]) * factor[2],
     ]
-    if factor == (1, 1, 1):
-        return region.clone()
-    return F.avg_pool3d(region.unsqueeze(0), kernel_size=factor, stride=factor).squeeze(0)
+    return _average_pool(region.unsqueeze(0), factor).squeeze(0)
 
 
 def level_video(videos: torch.Tensor, pyramid: Pyramid, level: int) -> torch.Tensor:
@@ -66,7 +64,11 @@ def level_video(videos: torch.Tensor, pyramid: Pyramid, level: int) -> torch.Ten
     """
     if videos.dim() != 5 or tuple(videos.shape[2:]) != pyramid.target_res:
         raise ValueError(f"videos must be [B, C, *{pyramid.target_res}], got shape {tuple(videos.shape)}")
-    factor = pyramid.pool_factor(level)
+    return _average_pool(videos, pyramid.pool_factor(level))
+
+
+def _average_pool(videos: torch.Tensor, factor: Res) -> torch.Tensor:
+    """``[B, C, T, H, W]`` average-pooled by ``factor``; a copy when there is nothing to pool."""
     if factor == (1, 1, 1):
         return videos.clone()
     return F.avg_pool3d(videos, kernel_size=factor, stride=factor)

@@ -90,38 +90,44 @@ def sample_pyramid(
     for level in range(pyramid.num_levels):
         if level < len(given):
             x = given[level].to(noise.device, noise.dtype)
-            levels.append(x)
-            ancestors.append(x + context_sigma(level) * noise.draw(x.shape[1:]) if context_noise else x)
-            continue
-        steps = level_schedule.level(level)
-        sigma_min, sigma_max = sigma_range(level)
-        sigmas = steps.sigmas(sigma_min, sigma_max)
-        denoiser = overlap_sampler.level_denoiser(
-            tile_model, pyramid, level, ancestors, cond, batch_size=batch, device=noise.device
-        )
-        x = noise.draw((channels, *pyramid.resolutions[level])) * float(sigmas[0])
-
-        def report(info: dict, level=level, denoiser=denoiser) -> None:
-            if progress is not None:
-                progress(
-                    dict(
-                        info,
-                        level=level,
-                        num_levels=pyramid.num_levels,
-                        tiles=denoiser.num_tiles,
-                        tile_evaluations=denoiser.tile_evaluations,
-                    )
-                )
-
-        x = get_sampler(steps.stepper)(denoiser, x, sigmas, noise=noise, callback=report, **steps.options())
+        else:
+            x = _generate_level(
+                tile_model, pyramid, level, ancestors, sigma_range, noise, channels, cond,
+                level_schedule, overlap_sampler, progress,
+            )
         levels.append(x)
         if level + 1 < pyramid.num_levels:
             ctx = x
             if context_noise:
                 ctx = x + context_sigma(level) * noise.draw(x.shape[1:])
             ancestors.append(ctx)
-        del denoiser  # frees this level's cached contexts before the next level builds its own
     return levels if return_levels else levels[-1]
+
+
+def _generate_level(
+    tile_model, pyramid, level, ancestors, sigma_range, noise, channels, cond, level_schedule, overlap_sampler, progress
+) -> torch.Tensor:
+    """Sample level ``level`` of the batch given its (noised) ancestors; its cached contexts are freed on return."""
+    steps = level_schedule.level(level)
+    sigma_min, sigma_max = sigma_range(level)
+    sigmas = steps.sigmas(sigma_min, sigma_max)
+    batch = len(noise.generators)
+    denoiser = overlap_sampler.level_denoiser(tile_model, pyramid, level, ancestors, cond, batch_size=batch, device=noise.device)
+    x = noise.draw((channels, *pyramid.resolutions[level])) * float(sigmas[0])
+
+    def report(info: dict) -> None:
+        if progress is not None:
+            progress(
+                dict(
+                    info,
+                    level=level,
+                    num_levels=pyramid.num_levels,
+                    tiles=denoiser.num_tiles,
+                    tile_evaluations=denoiser.tile_evaluations,
+                )
+            )
+
+    return get_sampler(steps.stepper)(denoiser, x, sigmas, noise=noise, callback=report, **steps.options())
 
 
 def _check_given_levels(given, pyramid: Pyramid, batch: int, channels: int) -> list:
