@@ -10,7 +10,8 @@ eyeballed. The probe reads pixels only (no model):
 * per frame, connected components of object pixels larger than ``min_area`` of the frame; a frame
   with exactly one is a "single-object" frame; that component gives the frame's centroid and its
   shape: the ideal disc, axis-aligned square and diamond (the source's three shapes) of the same
-  area and centroid are rasterised, and the one with the highest intersection over union wins.
+  area and centroid are rasterised at pixel centres, and the one with the highest intersection over
+  union wins.
   Matching whole templates is robust to the few stray edge pixels a sample may have (a bounding
   box is not: one stray pixel per side turns a square's box fill from 1 into ~0.8);
 * per video: the majority colour and shape, and the RMS distance of the centroids from their
@@ -43,8 +44,6 @@ from hpdm.data.synthetic import COLOURS, SHAPE_UNIT_AREAS, SHAPES, shape_sdf
 COLOUR_HUES = {"red": ((0, 10), (172, 179)), "yellow": ((18, 40),), "green": ((45, 85),)}
 MIN_SATURATION = 100
 MIN_VALUE = 90
-# Sub-pixel samples per axis when rasterising shape templates (coverage in 1/16 steps).
-TEMPLATE_SUPERSAMPLING = 4
 
 
 @dataclass
@@ -81,32 +80,22 @@ def colour_index_map(video: np.ndarray) -> np.ndarray:
 def shape_scores(mask: np.ndarray) -> dict:
     """Intersection over union of a binary object ``mask [H, W]`` with each ideal shape (``SHAPES``).
 
-    Every template is the source's own shape (``shape_sdf``) with the mask's area and centroid; its
-    pixel coverage is computed from ``TEMPLATE_SUPERSAMPLING``^2 sub-pixel samples and compared as a
-    soft IoU (sum of minima over sum of maxima).
+    Every template is the source's own shape (``shape_sdf``) with the mask's area and centroid,
+    rasterised at pixel centres like the mask itself: small discs are blocky on the pixel grid, and a
+    template with fractional edge coverage would match their blocks to a square.
     """
     mask = np.asarray(mask, dtype=bool)
     area = float(mask.sum())
     if area == 0:
         raise ValueError("shape_scores needs a non-empty mask")
     ys, xs = np.nonzero(mask)
-    cy, cx = ys.mean() + 0.5, xs.mean() + 0.5  # pixel centres
-    # The diamond's and the square's corners reach farthest: sqrt(area / 2) from the centre.
-    reach = int(np.ceil(np.sqrt(area / 2.0))) + 2
-    y0, y1 = max(0, int(cy) - reach), min(mask.shape[0], int(cy) + reach + 1)
-    x0, x1 = max(0, int(cx) - reach), min(mask.shape[1], int(cx) + reach + 1)
-    k = TEMPLATE_SUPERSAMPLING
-    sub = (np.arange(k) + 0.5) / k
-    dy = (np.arange(y0, y1)[:, None] + sub[None, :]).reshape(-1, 1) - cy
-    dx = (np.arange(x0, x1)[:, None] + sub[None, :]).reshape(1, -1) - cx
-    inside = {name: shape_sdf(name, dx, dy, np.sqrt(area / SHAPE_UNIT_AREAS[name])) <= 0 for name in SHAPES}
-    observed = mask.astype(np.float64)
+    cy, cx = ys.mean(), xs.mean()
+    dy = np.arange(mask.shape[0])[:, None] - cy
+    dx = np.arange(mask.shape[1])[None, :] - cx
     scores = {}
     for name in SHAPES:
-        cover = inside[name].reshape(y1 - y0, k, x1 - x0, k).mean(axis=(1, 3))
-        template = np.zeros_like(observed)
-        template[y0:y1, x0:x1] = cover
-        scores[name] = float(np.minimum(observed, template).sum() / np.maximum(observed, template).sum())
+        template = shape_sdf(name, dx, dy, np.sqrt(area / SHAPE_UNIT_AREAS[name])) <= 0
+        scores[name] = float((mask & template).sum() / (mask | template).sum())
     return scores
 
 
