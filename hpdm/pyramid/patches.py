@@ -60,7 +60,8 @@ def extract_patch(video: torch.Tensor, pyramid: Pyramid, level: int, offsets: Se
 def level_video(videos: torch.Tensor, pyramid: Pyramid, level: int) -> torch.Tensor:
     """Whole level-``level`` videos ``[B, C, *resolutions[level]]`` of full-resolution ``videos [B, C, T, H, W]``.
 
-    The average pooling that every training patch is an exact crop of (``extract_patch``).
+    The average pooling that defines the pyramid's levels (Sec. 4.1): every training patch is an
+    exact crop of it (``extract_patch``).
     """
     if videos.dim() != 5 or tuple(videos.shape[2:]) != pyramid.target_res:
         raise ValueError(f"videos must be [B, C, *{pyramid.target_res}], got shape {tuple(videos.shape)}")
