@@ -159,7 +159,10 @@ class SyntheticVideos:
 
     def render(self, index: int, res: Sequence[int]) -> tuple[torch.Tensor, int, str]:
         """``(video [3, T, H, W] float32 in [-1, 1], label, caption)`` of video ``index`` at ``res``."""
-        attrs = self.attributes(index)
+        return self.render_attributes(self.attributes(index), res)
+
+    def render_attributes(self, attrs: dict, res: Sequence[int]) -> tuple[torch.Tensor, int, str]:
+        """``render`` for given attributes, e.g. those of ``attributes(i)`` with one changed (``with_first_object``)."""
         t_len, h, w = (int(v) for v in res)
         short = float(min(h, w))
         # numpy, not torch: single-threaded by design, so a data thread never fights the trainer's
@@ -194,6 +197,26 @@ class SyntheticVideos:
         # Every term above stays in [0, 1], so the result is in [-1, 1] without a clamp.
         video = video * f32(2.0) - f32(1.0)
         return torch.from_numpy(np.ascontiguousarray(video)), attrs["objects"][0]["label"], self.caption(attrs)
+
+
+def class_label(colour: str, shape: str) -> int:
+    """The class id of a ``colour`` ``shape`` (index into ``CLASS_NAMES``)."""
+    if colour not in COLOURS or shape not in SHAPES:
+        raise ValueError(f"unknown class {colour!r} {shape!r}; colours {tuple(COLOURS)}, shapes {SHAPES}")
+    return SHAPES.index(shape) * len(COLOURS) + list(COLOURS).index(colour)
+
+
+def with_first_object(attrs: dict, colour: str | None = None, shape: str | None = None) -> dict:
+    """A copy of ``attrs`` whose first object has another colour and/or shape (label kept consistent).
+
+    Everything else (background, size, path, stripes) stays, so rendering both gives two videos that
+    differ in that attribute alone.
+    """
+    first = dict(attrs["objects"][0])
+    first["colour"] = colour if colour is not None else first["colour"]
+    first["shape"] = shape if shape is not None else first["shape"]
+    first["label"] = class_label(first["colour"], first["shape"])
+    return dict(attrs, objects=[first, *attrs["objects"][1:]])
 
 
 def _unit_clip(a: np.ndarray) -> np.ndarray:
