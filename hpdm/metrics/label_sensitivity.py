@@ -20,6 +20,9 @@ video, this is a continuous figure with a standard error, cheap enough to follow
 Usage::
 
     python -m hpdm.metrics.label_sensitivity --model=pretrained/quickstart --num_videos=48
+
+The real videos follow the source settings in the model's config; ``--gin_param`` overrides them
+(two models trained on different settings compare on the same videos).
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ def main(argv) -> None:
 
     del argv
     f = flags.FLAGS
-    model = load_pretrained(f.model, use_ema=True)
+    model = load_pretrained(f.model, use_ema=True, bindings=list(f.gin_param))
     if f.device:
         model.to(f.device)
     if int(getattr(model, "num_classes", 0)) != len(SHAPES) * len(COLOURS):
@@ -174,6 +177,10 @@ def run() -> None:
     flags.DEFINE_integer("seed", 0, "noise seed.")
     flags.DEFINE_string("device", None, "torch device (default: where the model was loaded).")
     flags.DEFINE_string("output", None, "also write the table as JSON here.")
+    flags.DEFINE_multi_string(
+        "gin_param", [], "gin bindings over the model's config, e.g. \"SyntheticVideos.radius=(0.16, 0.24)\" "
+        "to test on other videos than it was trained on.",
+    )
     flags.mark_flag_as_required("model")
     app.run(main)
 
