@@ -41,3 +41,12 @@ def hierarchy_batch(model, batch: int = 2, seed: int = 0):
     sigma = torch.exp(torch.randn(batch, model.num_levels, generator=gen, dtype=torch.float64))
     noisy = x0 + sigma[..., None, None, None, None] * torch.randn(x0.shape, generator=gen, dtype=torch.float64)
     return noisy, coords, sigma
+
+
+def write_export(path, **arch) -> None:
+    """An exported-model directory (random weights + ``config.gin``) of ``HPDM(**arch)`` for CLI tests."""
+    from safetensors.torch import save_file
+
+    model = HPDM(**arch)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
+    (path / "config.gin").write_text("".join(f"HPDM.{k} = {v!r}\n" for k, v in arch.items()))

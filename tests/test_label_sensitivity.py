@@ -8,7 +8,15 @@ import sys
 import pytest
 import torch
 
-from hpdm.data.synthetic import CLASS_NAMES, COLOURS, SHAPES, SyntheticVideos, class_label, with_first_object
+from hpdm.data.synthetic import (
+    CLASS_NAMES,
+    COLOURS,
+    SHAPES,
+    SyntheticVideos,
+    class_attributes,
+    class_label,
+    with_first_object,
+)
 from hpdm.metrics.label_sensitivity import ATTRIBUTES, counterfactuals, measure, projections
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,6 +85,7 @@ def test_render_attributes_matches_render_and_keeps_labels_consistent():
             changed = with_first_object(attrs, colour=colour, shape=shape)
             assert changed["objects"][0]["label"] == class_label(colour, shape)
             assert CLASS_NAMES[class_label(colour, shape)] == f"{colour} {shape}"
+            assert class_attributes(class_label(colour, shape)) == (colour, shape)
             assert source.render_attributes(changed, RES)[2].startswith(f"a {colour} {shape}")
     assert attrs == source.attributes(3)  # the original is not modified
     with pytest.raises(ValueError, match="unknown class"):
@@ -106,15 +115,10 @@ def test_cli_on_the_shipped_quickstart_model(tmp_path):
 
 
 def test_cli_rejects_a_model_of_other_classes(tmp_path):
-    from safetensors.torch import save_file
+    from model_utils import write_export
 
-    from hpdm.core import HPDM
-
-    arch = dict(target_res=(2, 16, 16), patch_res=(2, 8, 8), token_size=(1, 4, 4), token_dim=16,
-                latent_dim=16, num_latents=4, num_blocks=2, latent_layers_per_block=1, head_dim=8, num_classes=5)
-    model = HPDM(**arch)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.gin").write_text("".join(f"HPDM.{k} = {v!r}\n" for k, v in arch.items()))
+    write_export(tmp_path, target_res=(2, 16, 16), patch_res=(2, 8, 8), token_size=(1, 4, 4), token_dim=16,
+                 latent_dim=16, num_latents=4, num_blocks=2, latent_layers_per_block=1, head_dim=8, num_classes=5)
     out = _cli(f"--model={tmp_path}")
     assert out.returncode != 0
     assert "synthetic source's 9 classes" in out.stderr

@@ -156,16 +156,10 @@ def test_cli_rejects_an_unconditional_model(tmp_path):
     import subprocess
     import sys
 
-    import torch
-    from safetensors.torch import save_file
+    from model_utils import write_export
 
-    from hpdm.core import HPDM
-
-    arch = dict(target_res=(2, 16, 16), patch_res=(2, 8, 8), token_size=(1, 4, 4), token_dim=16,
-                latent_dim=16, num_latents=4, num_blocks=2, latent_layers_per_block=1, head_dim=8)
-    model = HPDM(**arch)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.gin").write_text("".join(f"HPDM.{k} = {v!r}\n" for k, v in arch.items()))
+    write_export(tmp_path, target_res=(2, 16, 16), patch_res=(2, 8, 8), token_size=(1, 4, 4), token_dim=16,
+                 latent_dim=16, num_latents=4, num_blocks=2, latent_layers_per_block=1, head_dim=8)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(
         [sys.executable, "-m", "hpdm.metrics.synthetic_content", f"--model={tmp_path}"],

@@ -135,13 +135,14 @@ class SyntheticVideos:
         objects = []
         for _ in range(self.num_objects):
             label = int(rng.integers(len(CLASS_NAMES)))
+            colour, shape = class_attributes(label)
             theta = rng.uniform(0.0, 2.0 * math.pi)
             travel = rng.uniform(*self.speed)
             objects.append(
                 dict(
                     label=label,
-                    shape=SHAPES[label // len(COLOURS)],
-                    colour=list(COLOURS)[label % len(COLOURS)],
+                    shape=shape,
+                    colour=colour,
                     radius=rng.uniform(*self.radius),
                     velocity=(travel * math.cos(theta), travel * math.sin(theta)),
                     centre=(rng.uniform(), rng.uniform()),  # mapped into the valid range at render
@@ -199,11 +200,16 @@ class SyntheticVideos:
         return torch.from_numpy(np.ascontiguousarray(video)), attrs["objects"][0]["label"], self.caption(attrs)
 
 
+def class_attributes(label: int) -> tuple[str, str]:
+    """``(colour, shape)`` of a class id (``CLASS_NAMES`` order: colour fastest)."""
+    return list(COLOURS)[label % len(COLOURS)], SHAPES[label // len(COLOURS)]
+
+
 def class_label(colour: str, shape: str) -> int:
-    """The class id of a ``colour`` ``shape`` (index into ``CLASS_NAMES``)."""
+    """The class id of a ``colour`` ``shape`` (index into ``CLASS_NAMES``; inverse of ``class_attributes``)."""
     if colour not in COLOURS or shape not in SHAPES:
         raise ValueError(f"unknown class {colour!r} {shape!r}; colours {tuple(COLOURS)}, shapes {SHAPES}")
-    return SHAPES.index(shape) * len(COLOURS) + list(COLOURS).index(colour)
+    return CLASS_NAMES.index(f"{colour} {shape}")
 
 
 def with_first_object(attrs: dict, colour: str | None = None, shape: str | None = None) -> dict:

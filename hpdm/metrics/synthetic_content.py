@@ -37,7 +37,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from hpdm.data.synthetic import COLOURS, SHAPE_UNIT_AREAS, SHAPES, shape_sdf
+from hpdm.data.synthetic import COLOURS, SHAPE_UNIT_AREAS, SHAPES, class_attributes, shape_sdf
 
 # OpenCV 8-bit HSV: hue in [0, 180). Bands cover the stripe-modulated object colours, not the
 # backgrounds (blue ~108-116, purple ~140-143, grey unsaturated).
@@ -139,11 +139,6 @@ def read_video(video: np.ndarray, min_area: float = 0.01) -> VideoReading:
         residual = xy - design @ coef
         track = float(np.sqrt((residual**2).sum(axis=1).mean()) / min(h, w))
     return VideoReading(colour, shape, single / t, consistency, track)
-
-
-def class_attributes(label: int) -> tuple[str, str]:
-    """``(colour, shape)`` of a synthetic class id (``CLASS_NAMES`` order: colour fastest)."""
-    return list(COLOURS)[label % len(COLOURS)], SHAPES[label // len(COLOURS)]
 
 
 def content_report(videos: Sequence[np.ndarray], labels: Optional[Sequence[int]] = None, min_area: float = 0.01) -> dict:
