@@ -109,7 +109,7 @@ def measure(
 
 
 def level0_denoiser(model, device=None) -> Denoiser:
-    """``Denoiser`` of an ``HPDM``'s level 0 (the whole video, no ancestors)."""
+    """``Denoiser`` of an ``HPDM``'s level 0: the whole video, no ancestors (Sec. 4.1; Eq. 4 with one level)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     coords = model.pyramid.coords(0, (0, 0, 0)).to(device)
 
@@ -125,6 +125,7 @@ def level0_denoiser(model, device=None) -> Denoiser:
 
 
 def format_table(results: Sequence[Sensitivity]) -> str:
+    """The CLI's table: one row per attribute and sigma."""
     lines = ["attribute  sigma    s       stderr  pairs"]
     lines += [f"{r.attribute:<9}  {r.sigma:<7g}  {r.mean:6.3f}  {r.stderr:6.3f}  {r.pairs}" for r in results]
     return "\n".join(lines)
