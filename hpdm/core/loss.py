@@ -23,11 +23,14 @@ def diffusion_loss(
     sigma: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     loss_mask: torch.Tensor | None = None,
+    level_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 4 for clean patches ``x0 [B, L+1, C, t, h, w]``; returns ``(loss, per_level [L+1])``.
 
     ``sigma``, ``noise`` and ``loss_mask`` are drawn (from ``generator``) unless given, which lets a
-    test fix them. ``per_level[l]`` is the mean v-space squared error of level ``l`` over the samples
+    test fix them. ``level_weights [L+1]`` (default: all 1, the paper's equal sum over levels) weight
+    each level's terms; the loss is their weighted mean, so its scale stays that of one term.
+    ``per_level[l]`` is the unweighted mean v-space squared error of level ``l`` over the samples
     where it was in the loss (0 where none was).
     """
     batch, levels = x0.shape[:2]
@@ -43,7 +46,21 @@ def diffusion_loss(
     sd = model.schedule.sigma_data
     sig = expand_sigma(sigma, x0)
     err = (x0_to_v(denoised, x, sig, sd) - x0_to_v(x0, x, sig, sd)).square().flatten(2).mean(-1)  # [B, L+1]
-    weights = loss_mask.to(err.dtype)
-    per_level = (err * weights).sum(0) / weights.sum(0).clamp_min(1.0)
-    loss = (err * weights).sum() / weights.sum().clamp_min(1.0)
+    mask = loss_mask.to(err.dtype)
+    per_level = (err * mask).sum(0) / mask.sum(0).clamp_min(1.0)
+    weights = mask if level_weights is None else mask * level_term_weights(level_weights, levels, err)
+    # The floor only matters when no term is in the loss (then the loss is 0).
+    loss = (err * weights).sum() / weights.sum().clamp_min(1e-12)
     return loss, per_level.detach()
+
+
+def level_term_weights(level_weights, num_levels: int, like: torch.Tensor | None = None) -> torch.Tensor:
+    """``level_weights`` as a float tensor ``[num_levels]`` (on ``like``'s device and dtype), checked."""
+    w = torch.as_tensor(level_weights, dtype=torch.float64).flatten()
+    if w.numel() != num_levels:
+        raise ValueError(f"level_weights has {w.numel()} entries for {num_levels} levels")
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or not bool((w > 0).any()):
+        raise ValueError(f"level_weights must be finite, >= 0 and not all 0, got {w.tolist()}")
+    if like is not None:
+        w = w.to(like.device, like.dtype)
+    return w

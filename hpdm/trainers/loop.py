@@ -34,6 +34,7 @@ from absl import logging
 from torch import nn
 
 from hpdm import gin_utils
+from hpdm.core.loss import level_term_weights
 from hpdm.trainers import checkpoint as ckpt
 from hpdm.trainers import distributed as hdist
 from hpdm.trainers.ema import EMA
@@ -224,6 +225,8 @@ class Trainer:
         clip_grad_norm: global gradient-norm clip (None: no clipping, norm still logged).
         label_dropout: probability of replacing the class label / caption by the null condition
             (Table 8: 0.1), for classifier-free guidance.
+        level_loss_weights: one weight per pyramid level for its loss terms (None: all 1, Eq. 4's
+            plain sum); passed to ``loss_fn`` as ``level_weights``.
         ema_decay: EMA decay (see ``EMA``).
         checkpoint_every / keep_checkpoints: cadence and retention (the final step is always saved).
         log_every: steps between TensorBoard scalars and the console progress line.
@@ -256,6 +259,7 @@ class Trainer:
         grad_accum: int = 1,
         clip_grad_norm: Optional[float] = 1.0,
         label_dropout: float = 0.1,
+        level_loss_weights: Optional[Sequence[float]] = None,
         ema_decay: float = 0.9999,
         checkpoint_every: int = 1000,
         keep_checkpoints: int = 3,
@@ -284,6 +288,7 @@ class Trainer:
         self.grad_accum = int(grad_accum)
         self.clip_grad_norm = clip_grad_norm
         self.label_dropout = float(label_dropout)
+        self.level_loss_weights = None if level_loss_weights is None else tuple(float(w) for w in level_loss_weights)
         self.ema_decay = ema_decay
         self.checkpoint_every = int(checkpoint_every)
         self.keep_checkpoints = int(keep_checkpoints)
@@ -481,9 +486,16 @@ class Trainer:
     def train_step(self) -> dict:
         micro_batches = [next(self.loader) for _ in range(self.grad_accum)]
         draws = [self._draws(batch, m) for m, batch in enumerate(micro_batches)]
-        # Normalise by the global number of loss terms (levels not at context noise), so the
-        # DDP-averaged gradient equals the single-process one whatever the sharding.
-        local_terms = torch.tensor([float(d[2].sum()) for d in draws], dtype=torch.float64)
+        # Normalise by the global (weighted) number of loss terms (levels not at context noise), so
+        # the DDP-averaged gradient equals the single-process one whatever the sharding.
+        level_w, loss_kwargs = None, {}
+        if self.level_loss_weights is not None:
+            level_w = level_term_weights(self.level_loss_weights, micro_batches[0]["x"].shape[1])
+            loss_kwargs["level_weights"] = level_w
+        local_terms = torch.tensor(
+            [float((d[2].cpu().double() * (1.0 if level_w is None else level_w)).sum()) for d in draws],
+            dtype=torch.float64,
+        )
         total = local_terms.sum().clone()
         if self.info.distributed:
             import torch.distributed as dist
@@ -505,7 +517,7 @@ class Trainer:
                 self.info.device.type, dtype=torch.bfloat16, enabled=self.bf16
             ):
                 loss, per_level = self.loss_fn(
-                    self.model, x, coords, cond=cond, sigma=sigma, noise=noise, loss_mask=mask
+                    self.model, x, coords, cond=cond, sigma=sigma, noise=noise, loss_mask=mask, **loss_kwargs
                 )
                 if self.step in self.inject_nan_at_steps:
                     loss = loss * float("nan")
