@@ -105,12 +105,16 @@ def _cli(*flags):
 
 
 def test_cli_on_the_shipped_quickstart_model(tmp_path):
-    """The shipped model takes the colour from its label (its samples are 9/9 in colour)."""
-    out = _cli("--model=pretrained/quickstart", "--num_videos=8", "--sigmas=4", f"--output={tmp_path / 's.json'}")
+    """The shipped model takes colour and shape from its label (its samples: all colours right, ~0.9 of
+    shapes at guidance 3). Run 7 reads ~0.5 for colour at sigma 4 and ~0.18 for shape at sigma 2;
+    run 6, whose samples had shapes at chance, read 0.087 for shape."""
+    out = _cli("--model=pretrained/quickstart", "--num_videos=8", "--sigmas=2,4", f"--output={tmp_path / 's.json'}")
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = {r["attribute"]: r for r in json.loads((tmp_path / "s.json").read_text())}
-    assert set(rows) == {"colour", "shape"} and rows["colour"]["pairs"] == 16
-    assert rows["colour"]["mean"] > 0.2
+    rows = {(r["attribute"], r["sigma"]): r for r in json.loads((tmp_path / "s.json").read_text())}
+    assert set(rows) == {(a, s) for a in ("colour", "shape") for s in (2.0, 4.0)}
+    assert rows["colour", 4.0]["pairs"] == 16
+    assert rows["colour", 4.0]["mean"] > 0.3
+    assert rows["shape", 2.0]["mean"] > 0.12
     assert "attribute  sigma" in out.stdout
 
 
