@@ -178,3 +178,36 @@ def test_cli_conditions_on_real_coarse_levels(tmp_path):
     assert data["real_levels"] == 2
     assert data["samples"]["colour_accuracy"] == 1.0
     assert data["samples"]["single_object_frames"] > 0.9
+
+
+def _moving_disc(step_px: float, frames: int = 16, size: int = 64, radius: float = 7.0) -> np.ndarray:
+    video = np.zeros((frames, size, size, 3), dtype=np.uint8)
+    for f in range(frames):
+        mask = _ideal_mask("disc", radius, 32.0, 12.0 + step_px * f, size)
+        video[f][mask] = (230, 30, 30)
+    return video
+
+
+@settings(max_examples=25, deadline=None)
+@given(step_px=st.floats(0.0, 2.5))
+def test_travel_is_the_distance_moved_over_the_clip(step_px):
+    reading = read_video(_moving_disc(step_px))
+    assert reading.single_object_frames == 1.0 and reading.track_rms < 0.005
+    assert abs(reading.travel - step_px * 16 / 64) < 0.005
+
+
+def test_real_videos_travel_at_their_rendered_speed():
+    from hpdm.data.synthetic import SyntheticVideos
+
+    source = SyntheticVideos()
+    res = (16, 64, 64)
+    for index in range(8):
+        video, _, _ = source.render(index, res)
+        frames = ((video + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
+        obj = source.attributes(index)["objects"][0]
+        r = obj["radius"] * 64
+        # The renderer slows an object whose path would leave the frame down to the room it has.
+        v = [min(abs(c) * 64, 64 - 2 * r) for c in obj["velocity"]]
+        assert abs(read_video(frames).travel - np.hypot(*v) / 64) < 0.02, index
+    still = np.repeat(frames[:1], 16, axis=0)
+    assert read_video(still).travel < 1e-9 and content_report([still])["travel"] < 1e-9

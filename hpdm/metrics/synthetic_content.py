@@ -14,9 +14,11 @@ eyeballed. The probe reads pixels only (no model):
   union wins.
   Matching whole templates is robust to the few stray edge pixels a sample may have (a bounding
   box is not: one stray pixel per side turns a square's box fill from 1 into ~0.8);
-* per video: the majority colour and shape, and the RMS distance of the centroids from their
+* per video: the majority colour and shape, the RMS distance of the centroids from their
   least-squares straight line in time (as a fraction of the short frame side; constant velocity
-  makes it ~0 on real videos).
+  makes it ~0 on real videos) and the distance that line travels over the clip (same unit; the
+  source's ``speed``, less where the frame is too small for it). A still object has a perfect
+  track and no travel, so the two are read together.
 
 Usage::
 
@@ -55,6 +57,7 @@ class VideoReading:
     single_object_frames: float    # fraction of frames with exactly one object component
     shape_consistency: float       # fraction of frames whose shape is the video's majority shape
     track_rms: float               # RMS off a straight constant-velocity line, / short side (nan: < 2 frames)
+    travel: float                  # that line's displacement over the clip's T frames, / short side (nan: < 2)
 
 
 def colour_index_map(video: np.ndarray) -> np.ndarray:
@@ -130,7 +133,7 @@ def read_video(video: np.ndarray, min_area: float = 0.01) -> VideoReading:
         names, votes = np.unique(shapes, return_counts=True)
         shape = str(names[votes.argmax()])
         consistency = float(votes.max()) / t
-    track = float("nan")
+    track = travel = float("nan")
     if len(times) >= 2:
         ts = np.asarray(times, dtype=np.float64)
         xy = np.asarray(centroids, dtype=np.float64)
@@ -138,25 +141,29 @@ def read_video(video: np.ndarray, min_area: float = 0.01) -> VideoReading:
         coef, *_ = np.linalg.lstsq(design, xy, rcond=None)
         residual = xy - design @ coef
         track = float(np.sqrt((residual**2).sum(axis=1).mean()) / min(h, w))
-    return VideoReading(colour, shape, single / t, consistency, track)
+        # The source moves an object by its velocity over T frame intervals (frame times are bin centres).
+        travel = float(np.hypot(*coef[0]) * t / min(h, w))
+    return VideoReading(colour, shape, single / t, consistency, track, travel)
 
 
 def content_report(videos: Sequence[np.ndarray], labels: Optional[Sequence[int]] = None, min_area: float = 0.01) -> dict:
     """Aggregate readings of ``videos`` (each ``uint8 [T, H, W, 3]``); accuracies need ``labels``.
 
     Returns ``num_videos``, ``single_object_frames`` and ``shape_consistency`` (means over videos),
-    ``track_rms`` (median over videos with a track; nan if none), and with labels
+    ``track_rms`` and ``travel`` (medians over videos with a track; nan if none), and with labels
     ``colour_accuracy`` / ``shape_accuracy`` (fraction of videos whose reading matches the class).
     """
     readings = [read_video(v, min_area) for v in videos]
     if not readings:
         raise ValueError("content_report needs at least one video")
     tracks = [r.track_rms for r in readings if np.isfinite(r.track_rms)]
+    travels = [r.travel for r in readings if np.isfinite(r.travel)]
     report = dict(
         num_videos=len(readings),
         single_object_frames=float(np.mean([r.single_object_frames for r in readings])),
         shape_consistency=float(np.mean([r.shape_consistency for r in readings])),
         track_rms=float(np.median(tracks)) if tracks else float("nan"),
+        travel=float(np.median(travels)) if travels else float("nan"),
     )
     if labels is not None:
         labels = [int(l) for l in labels]
@@ -201,7 +208,7 @@ def real_videos(labels: Sequence[int], res: Sequence[int], first_index: int = 0,
 
 def format_report(name: str, report: dict) -> str:
     """One line: ``name`` then the report's accuracies and rates, e.g. ``samples   colour_accuracy=1.000 ...``."""
-    keys = ("colour_accuracy", "shape_accuracy", "single_object_frames", "shape_consistency", "track_rms")
+    keys = ("colour_accuracy", "shape_accuracy", "single_object_frames", "shape_consistency", "track_rms", "travel")
     return f"{name:<10}" + "  ".join(f"{k}={report[k]:.3f}" for k in keys if k in report)
 
 
