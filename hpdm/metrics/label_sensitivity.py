@@ -136,21 +136,13 @@ def main(argv) -> None:
 
     from absl import flags
 
-    from hpdm.core import load_pretrained
+    from hpdm.metrics.synthetic_content import load_synthetic_model
     from hpdm.pyramid import level_video
 
     del argv
     f = flags.FLAGS
-    model = load_pretrained(f.model, use_ema=True, bindings=list(f.gin_param))
-    if f.device:
-        model.to(f.device)
-    if int(getattr(model, "num_classes", 0)) != len(SHAPES) * len(COLOURS):
-        raise ValueError(
-            f"label sensitivity needs a model of the synthetic source's {len(SHAPES) * len(COLOURS)} classes, "
-            f"got num_classes={getattr(model, 'num_classes', 0)}"
-        )
-    # load_pretrained parsed the model's config: the source follows the settings it was trained on.
-    source = SyntheticVideos()
+    model = load_synthetic_model(f.model, f.gin_param, f.device)
+    source = SyntheticVideos()  # the settings the model was trained on (its config is parsed)
     pyramid = model.pyramid
     to_level = lambda videos: level_video(videos, pyramid, 0)  # noqa: E731
     denoise = level0_denoiser(model)

@@ -64,14 +64,18 @@ def measure(
     repeats: int = 2,
     seed: int = 0,
 ) -> list[Retention]:
-    """``Retention`` per sigma for clean level-0 videos ``[B, 3, t, h, w]`` and their labels ``[B]``."""
+    """``Retention`` per sigma for clean level-0 videos ``[B, 3, t, h, w]`` and their labels ``[B]``.
+
+    ``repeats`` noise draws per video (from ``seed``), the same at every sigma.
+    """
     real = travels(clean)
     gen = torch.Generator().manual_seed(seed)
+    # The same draws at every sigma: rows compare on common noise and do not depend on the sigma list.
+    noises = [torch.randn(clean.shape, generator=gen, dtype=clean.dtype) for _ in range(repeats)]
     out = []
     for sigma in sigmas:
         ratios, moved = [], []
-        for _ in range(repeats):
-            noise = torch.randn(clean.shape, generator=gen, dtype=clean.dtype)
+        for noise in noises:
             sig = torch.full((clean.shape[0],), float(sigma), dtype=clean.dtype)
             with torch.no_grad():
                 pred = denoise(clean + float(sigma) * noise, sig, labels)
@@ -108,25 +112,16 @@ def main(argv) -> None:
 
     from absl import flags
 
-    from hpdm.core import load_pretrained
     from hpdm.data.synthetic import SyntheticVideos
+    from hpdm.metrics.synthetic_content import load_synthetic_model
     from hpdm.pyramid import level_video
 
     del argv
     f = flags.FLAGS
-    model = load_pretrained(f.model, use_ema=True, bindings=list(f.gin_param))
-    if f.device:
-        model.to(f.device)
-    if int(getattr(model, "num_classes", 0)) <= 0:
-        raise ValueError("motion retention denoises under the true class label: the model must be class-conditional")
-    # load_pretrained parsed the model's config: the source follows the settings it was trained on.
-    source = SyntheticVideos()
+    model = load_synthetic_model(f.model, f.gin_param, f.device)
+    source = SyntheticVideos()  # the settings the model was trained on (its config is parsed)
     rendered = [source.render(f.first_index + i, model.pyramid.target_res) for i in range(f.num_videos)]
     labels = torch.tensor([label for _, label, _ in rendered])
-    if int(labels.max()) >= int(model.num_classes):
-        raise ValueError(
-            f"the synthetic source's labels go up to {int(labels.max())}, the model has num_classes={model.num_classes}"
-        )
     clean = level_video(torch.stack([video for video, _, _ in rendered]), model.pyramid, 0)
     results = measure(level0_denoiser(model), clean, labels, [float(s) for s in f.sigmas], f.repeats, f.seed)
     print(format_table(results))

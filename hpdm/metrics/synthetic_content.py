@@ -39,7 +39,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from hpdm.data.synthetic import COLOURS, SHAPE_UNIT_AREAS, SHAPES, class_attributes, shape_sdf
+from hpdm.data.synthetic import CLASS_NAMES, COLOURS, SHAPE_UNIT_AREAS, SHAPES, class_attributes, shape_sdf
 
 # OpenCV 8-bit HSV: hue in [0, 180). Bands cover the stripe-modulated object colours, not the
 # backgrounds (blue ~108-116, purple ~140-143, grey unsaturated).
@@ -206,6 +206,27 @@ def real_videos(labels: Sequence[int], res: Sequence[int], first_index: int = 0,
     return list(to_uint8(real_video_tensors(labels, res, first_index, seed, **source_args)).numpy())
 
 
+def load_synthetic_model(path: str, bindings: Sequence[str] = (), device: Optional[str] = None):
+    """The EMA model at ``path`` (workdir or export; gin ``bindings`` on top), on ``device`` if given,
+    checked to be conditioned on the synthetic source's classes, for the CLIs that feed it real labels.
+
+    Loading parses the model's config, so ``SyntheticVideos()`` built afterwards renders the videos
+    it was trained on.
+    """
+    from hpdm.core import load_pretrained
+
+    model = load_pretrained(path, use_ema=True, bindings=list(bindings))
+    if device:
+        model.to(device)
+    num_classes = int(getattr(model, "num_classes", 0))
+    if num_classes != len(CLASS_NAMES):
+        raise ValueError(
+            f"needs a class-conditional model of the synthetic source's {len(CLASS_NAMES)} classes "
+            f"(colour x shape), got num_classes={num_classes}"
+        )
+    return model
+
+
 def format_report(name: str, report: dict) -> str:
     """One line: ``name`` then the report's accuracies and rates, e.g. ``samples   colour_accuracy=1.000 ...``."""
     keys = ("colour_accuracy", "shape_accuracy", "single_object_frames", "shape_consistency", "track_rms", "travel")
@@ -219,17 +240,12 @@ def main(argv: Sequence[str]) -> None:
     import torch
     from absl import flags, logging
 
-    from hpdm.core import load_pretrained
     from hpdm.pyramid import level_video
     from hpdm.samplers.hierarchical import sample_videos, to_uint8
 
     f = flags.FLAGS
-    model = load_pretrained(f.model, use_ema=True, bindings=list(f.gin_param))
-    if f.device:
-        model.to(f.device)
-    num_classes = int(getattr(model, "num_classes", 0))
-    if num_classes <= 0:
-        raise ValueError("the content probe needs a class-conditional model (num_classes > 0)")
+    model = load_synthetic_model(f.model, f.gin_param, f.device)
+    num_classes = int(model.num_classes)
     labels = [c for c in range(num_classes) for _ in range(f.videos_per_class)]
     seen = set()
 
