@@ -61,3 +61,10 @@ def test_trainer_level_weights_take_effect_and_survive_accumulation(tmp_path):
     for k in one:
         torch.testing.assert_close(accum[k], one[k], rtol=0, atol=1e-5, msg=k)
     assert any(not torch.allclose(one[k], plain[k], atol=1e-6) for k in one), "weights changed nothing"
+
+
+def test_trainer_rejects_weights_of_the_wrong_length_before_training(tmp_path):
+    gin_file = write_gin(tmp_path)
+    code, _, err = run(train_cmd(gin_file, tmp_path / "w", "TRAIN_STEPS=2", "Trainer.level_loss_weights=(1.0, 1.0)"), check=False)
+    assert code != 0 and "level_weights has 2 entries for 3 levels" in err
+    assert not (tmp_path / "w" / "checkpoints").exists()

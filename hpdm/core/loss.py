@@ -55,7 +55,8 @@ def diffusion_loss(
 
 
 def level_term_weights(level_weights, num_levels: int, like: torch.Tensor | None = None) -> torch.Tensor:
-    """``level_weights`` as a float tensor ``[num_levels]`` (on ``like``'s device and dtype), checked."""
+    """Per-level weights of Eq. 4's sum over levels as a float tensor ``[num_levels]`` (on ``like``'s
+    device and dtype), checked: one finite, non-negative entry per level, not all zero."""
     w = torch.as_tensor(level_weights, dtype=torch.float64).flatten()
     if w.numel() != num_levels:
         raise ValueError(f"level_weights has {w.numel()} entries for {num_levels} levels")

@@ -31,6 +31,7 @@ import torch
 
 from hpdm.metrics.label_sensitivity import Denoiser, level0_denoiser
 from hpdm.metrics.synthetic_content import read_video
+from hpdm.samplers.hierarchical import to_uint8
 
 DEFAULT_SIGMAS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -46,14 +47,11 @@ class Retention:
     videos: int                # (video, noise draw) pairs with a readable track in both
 
 
-def to_frames(videos: torch.Tensor) -> np.ndarray:
-    """``[B, 3, t, h, w]`` in [-1, 1] -> ``uint8 [B, t, h, w, 3]`` as the probe reads them."""
-    return ((videos.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 4, 1).numpy()
-
-
 def travels(videos: torch.Tensor) -> np.ndarray:
-    """The probe's ``travel`` of each video (nan where fewer than two frames hold one object)."""
-    return np.array([read_video(frames).travel for frames in to_frames(videos)], dtype=np.float64)
+    """The probe's ``travel`` of each video ``[B, 3, t, h, w]`` in [-1, 1] (nan where fewer than two
+    frames hold one object)."""
+    frames = to_uint8(videos.detach()).numpy()
+    return np.array([read_video(f).travel for f in frames], dtype=np.float64)
 
 
 def measure(
@@ -64,27 +62,28 @@ def measure(
     repeats: int = 2,
     seed: int = 0,
 ) -> list[Retention]:
-    """``Retention`` per sigma for clean level-0 videos ``[B, 3, t, h, w]`` and their labels ``[B]``.
+    """``Retention`` per sigma for clean level-0 videos (Sec. 4.1) ``[B, 3, t, h, w]`` and their labels ``[B]``.
 
     ``repeats`` noise draws per video (from ``seed``), the same at every sigma.
     """
     real = travels(clean)
+    moving = np.isfinite(real) & (real > 0)
+    finite_real = real[np.isfinite(real)]
     gen = torch.Generator().manual_seed(seed)
     # The same draws at every sigma: rows compare on common noise and do not depend on the sigma list.
     noises = [torch.randn(clean.shape, generator=gen, dtype=clean.dtype) for _ in range(repeats)]
     out = []
     for sigma in sigmas:
+        sig = torch.full((clean.shape[0],), float(sigma), dtype=clean.dtype)
         ratios, moved = [], []
         for noise in noises:
-            sig = torch.full((clean.shape[0],), float(sigma), dtype=clean.dtype)
             with torch.no_grad():
                 pred = denoise(clean + float(sigma) * noise, sig, labels)
             t = travels(pred)
-            ok = np.isfinite(t) & np.isfinite(real) & (real > 0)
+            ok = moving & np.isfinite(t)
             ratios.append(t[ok] / real[ok])
             moved.append(t[ok])
         ratios, moved = np.concatenate(ratios), np.concatenate(moved)
-        finite_real = real[np.isfinite(real)]
         out.append(
             Retention(
                 sigma=float(sigma),

@@ -326,6 +326,10 @@ class Trainer:
         # the full tensors each rank built).
         seed_everything(self.seed)
         plain = self.model_fn()
+        # Checked once here (a wrong count fails before any step); float64 on the CPU like the term counts.
+        self.level_w = None
+        if self.level_loss_weights is not None:
+            self.level_w = level_term_weights(self.level_loss_weights, plain.num_levels)
         if self.activation_checkpointing:
             if not hasattr(plain, "activation_checkpointing"):
                 raise ValueError(f"{type(plain).__name__} has no activation_checkpointing switch")
@@ -488,14 +492,12 @@ class Trainer:
         draws = [self._draws(batch, m) for m, batch in enumerate(micro_batches)]
         # Normalise by the global (weighted) number of loss terms (levels not at context noise), so
         # the DDP-averaged gradient equals the single-process one whatever the sharding.
-        level_w, loss_kwargs = None, {}
-        if self.level_loss_weights is not None:
-            level_w = level_term_weights(self.level_loss_weights, micro_batches[0]["x"].shape[1])
-            loss_kwargs["level_weights"] = level_w
-        local_terms = torch.tensor(
-            [float((d[2].cpu().double() * (1.0 if level_w is None else level_w)).sum()) for d in draws],
-            dtype=torch.float64,
-        )
+        if self.level_w is None:
+            loss_kwargs, local_terms = {}, [float(d[2].sum()) for d in draws]
+        else:
+            loss_kwargs = {"level_weights": self.level_w}
+            local_terms = [float((d[2].cpu().double() * self.level_w).sum()) for d in draws]
+        local_terms = torch.tensor(local_terms, dtype=torch.float64)
         total = local_terms.sum().clone()
         if self.info.distributed:
             import torch.distributed as dist
