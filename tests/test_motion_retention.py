@@ -36,6 +36,7 @@ def test_a_denoiser_that_returns_the_video_keeps_all_motion(sigma):
     (r,) = measure(oracle, clean, labels, [sigma], repeats=2)
     assert r.median_ratio == pytest.approx(1.0, abs=1e-12) and r.videos == 2 * len(clean)
     assert r.median_travel == pytest.approx(r.median_real_travel, abs=1e-12)
+    assert r.frame_mse == [0.0] * clean.shape[2]
 
 
 def test_a_denoiser_that_draws_the_object_still_keeps_none():
@@ -43,7 +44,10 @@ def test_a_denoiser_that_draws_the_object_still_keeps_none():
     still = lambda x, s, y: clean[:, :, :1].expand_as(clean)  # noqa: E731  first frame everywhere
     (r,) = measure(still, clean, labels, [1.0], repeats=1)
     assert r.median_ratio == pytest.approx(0.0, abs=1e-9) and r.median_travel == pytest.approx(0.0, abs=1e-9)
-    assert "ratio" in format_table([r])
+    expected = (clean[:, :, :1].double() - clean.double()).square().mean(dim=(0, 1, 3, 4))
+    assert r.frame_mse[0] == 0.0 and r.frame_mse == pytest.approx(expected.tolist(), rel=1e-12)
+    assert r.frame_mse[-1] > r.frame_mse[1] > 0  # the farther from frame 0, the larger the error
+    assert "ratio" in format_table([r]) and "frame mse" in format_table([r])
 
 
 def _place_oracle(clean, background, max_shift=10.0, step=0.5):
@@ -102,6 +106,7 @@ def test_cli_on_the_shipped_quickstart_model(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     rows = {r["sigma"]: r for r in json.loads((tmp_path / "m.json").read_text())}
     assert set(rows) == {0.25, 2.0} and rows[0.25]["videos"] == 24
+    assert len(rows[2.0]["frame_mse"]) == 4 and rows[2.0]["frame_mse"][0] > rows[0.25]["frame_mse"][0]
     assert rows[0.25]["median_ratio"] > 0.8
     assert rows[2.0]["median_ratio"] < rows[0.25]["median_ratio"]
     assert "sigma    ratio" in out.stdout

@@ -58,6 +58,54 @@ def test_lamb_zero_weights_trust_one_and_skips_gradless():
     assert all(isinstance(v, torch.Tensor) for s in sd["state"].values() for v in s.values())
 
 
+def test_lamb_grows_a_tensor_at_most_by_one_plus_lr_per_step():
+    """Why zero-initialised tensors must not be layer-adapted: after its first step a tensor that starts
+    at zero has norm ~lr_1 * sqrt(n) and ||x_t+1|| <= (1 + lr_t) ||x_t|| whatever the gradients."""
+    g = torch.Generator().manual_seed(0)
+    p = nn.Parameter(torch.zeros(12, 8))
+    opt = Lamb([p], lr=0.005, weight_decay=0.01)
+    lrs = [0.005 * min(1.0, t / 20) for t in range(1, 61)]
+    norms = []
+    for lr in lrs:
+        opt.param_groups[0]["lr"] = lr
+        p.grad = torch.randn(12, 8, generator=g) * 100
+        opt.step()
+        norms.append(p.detach().norm().item())
+    assert norms[0] == pytest.approx(lrs[0] * math.sqrt(p.numel()), rel=1e-4)
+    for t in range(1, len(lrs)):
+        assert norms[t] <= (1 + lrs[t]) * norms[t - 1] * (1 + 1e-6)
+    assert norms[-1] < 0.01
+
+
+def test_hpdm_output_projection_trains_at_the_full_rate():
+    """The detokenizer's zero-initialised projection is not layer-adapted, so it leaves zero at Adam's
+    pace; with adaptation it would stay below the bound of the test above (checked by removing it from
+    ``HPDM.no_weight_decay_names``)."""
+    from model_utils import hierarchy_batch, tiny_model
+
+    from hpdm.core.loss import diffusion_loss
+    from hpdm.trainers.lamb import build_optimizer
+
+    model = tiny_model()
+    names = model.no_weight_decay_names()
+    assert {"detokenizer.proj.weight", "detokenizer.proj.bias"} <= names
+    weight = model.detokenizer.proj.weight
+    nn.init.zeros_(weight)  # as HPDM builds it (tiny_model randomises it for the other tests)
+    opt = build_optimizer(model)
+    x0, coords, _ = hierarchy_batch(model, batch=2)
+    gen = torch.Generator().manual_seed(0)
+    lrs = [0.005 * min(1.0, t / 10) for t in range(1, 21)]
+    for lr in lrs:
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss, _ = diffusion_loss(model, x0, coords, generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    lamb_bound = lrs[0] * math.sqrt(weight.numel()) * math.prod(1 + lr for lr in lrs[1:])
+    assert weight.detach().norm().item() > 20 * lamb_bound
+
+
 def test_param_groups_excludes_norms_biases_embeddings():
     m = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.LayerNorm(4))
     groups = param_groups(m, 0.01)

@@ -239,10 +239,18 @@ class HPDM(nn.Module):
         return pre.c_skip * x + pre.c_out * v
 
     def no_weight_decay_names(self) -> set[str]:
-        """Parameters exempt from weight decay (Sec. 4.6): norms, biases, embeddings and latents."""
+        """Parameters exempt from weight decay and LAMB's layer adaptation (Sec. 4.6): norms, biases,
+        embeddings and latents, and the detokenizer's zero-initialised output projection.
+
+        The last because LAMB's trust ratio ``||w|| / ||u||`` scales a tensor's update by its own norm:
+        one that starts at zero is set to ``~lr_1`` by the first step and then grows at most by a factor
+        ``1 + lr`` per step, so under the quickstart's schedule (200 warm-up steps to 0.005) the model's
+        output would stay near its skip path for over a thousand steps (``tests/test_optim.py``).
+        """
+        zero_init = {f"detokenizer.{n}" for n in Detokenizer.ZERO_INIT}
         names = set()
         for name, param in self.named_parameters():
-            if param.dim() < 2 or name == "latents" or ".pos." in name or name.startswith(
+            if param.dim() < 2 or name == "latents" or ".pos." in name or name in zero_init or name.startswith(
                 ("class_embed.", "text_embed.null")
             ):
                 names.add(name)

@@ -73,8 +73,13 @@ class Tokenizer(nn.Module):
 class Detokenizer(nn.Module):
     """``[B, t'*h'*w', dim]`` tokens -> ``[B, C, T, H, W]`` (inverse layout of ``Tokenizer``).
 
-    The output projection starts at zero so that a fresh model's prediction is its skip path.
+    The output projection starts at zero so that a fresh model's prediction is its skip path. Its
+    parameters are listed in ``ZERO_INIT``: an optimiser with LAMB's layer adaptation must leave them
+    unadapted, since the trust ratio ``||w|| / ||u||`` of a tensor that starts at zero limits its growth
+    to a factor ``1 + lr`` per step after the first (``HPDM.no_weight_decay_names``).
     """
+
+    ZERO_INIT = ("proj.weight", "proj.bias")
 
     def __init__(self, out_channels: int, dim: int, patch_res: Sequence[int], token_size: Sequence[int] = (1, 4, 4)):
         super().__init__()

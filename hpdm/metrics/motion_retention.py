@@ -10,7 +10,10 @@ object's ``travel`` (the distance its fitted straight track covers over the clip
     r = travel(D(x, sigma)) / travel(x0)
 
 ``r = 1``: the prediction moves the object as far as the video does; ``r = 0``: it draws the object
-in one place for every frame. At low sigma every reasonable denoiser keeps the motion its input
+in one place for every frame. Beside it, ``frame_mse``: the prediction's squared error per level-0
+frame (mean over videos, draws, channels and pixels); a denoiser that pulls the object towards one
+place errs most in the first and last frames, where the object is farthest from the middle of its
+track. At low sigma every reasonable denoiser keeps the motion its input
 shows; where ``r`` falls while the object's place in each frame is still visible in ``x``, the model
 prefers still objects, and its samples will too (the content probe reads their ``travel``).
 
@@ -45,6 +48,7 @@ class Retention:
     median_travel: float       # of the predictions
     median_real_travel: float  # of the clean level-0 videos
     videos: int                # (video, noise draw) pairs with a readable track in both
+    frame_mse: list            # squared error of the prediction per level-0 frame, all pairs
 
 
 def travels(videos: torch.Tensor) -> np.ndarray:
@@ -75,10 +79,11 @@ def measure(
     out = []
     for sigma in sigmas:
         sig = torch.full((clean.shape[0],), float(sigma), dtype=clean.dtype)
-        ratios, moved = [], []
+        ratios, moved, frame_err = [], [], []
         for noise in noises:
             with torch.no_grad():
                 pred = denoise(clean + float(sigma) * noise, sig, labels)
+            frame_err.append((pred.double() - clean.double()).square().mean(dim=(0, 1, 3, 4)))
             t = travels(pred)
             ok = moving & np.isfinite(t)
             ratios.append(t[ok] / real[ok])
@@ -91,6 +96,7 @@ def measure(
                 median_travel=float(np.median(moved)) if moved.size else float("nan"),
                 median_real_travel=float(np.median(finite_real)) if finite_real.size else float("nan"),
                 videos=int(ratios.size),
+                frame_mse=torch.stack(frame_err).mean(0).tolist(),
             )
         )
     return out
@@ -98,9 +104,10 @@ def measure(
 
 def format_table(results: Sequence[Retention]) -> str:
     """The CLI's table: one row per sigma."""
-    lines = ["sigma    ratio   travel  real    videos"]
+    lines = ["sigma    ratio   travel  real    videos  frame mse"]
     lines += [
-        f"{r.sigma:<7g}  {r.median_ratio:6.3f}  {r.median_travel:6.3f}  {r.median_real_travel:6.3f}  {r.videos}"
+        f"{r.sigma:<7g}  {r.median_ratio:6.3f}  {r.median_travel:6.3f}  {r.median_real_travel:6.3f}  {r.videos:<6d}  "
+        + " ".join(f"{e:.4f}" for e in r.frame_mse)
         for r in results
     ]
     return "\n".join(lines)
