@@ -243,7 +243,7 @@ class HPDM(nn.Module):
         embeddings and latents, and the detokenizer's zero-initialised output projection.
 
         The last because LAMB's trust ratio ``||w|| / ||u||`` scales a tensor's update by its own norm:
-        one that starts at zero is set to ``~lr_1`` by the first step and then grows at most by a factor
+        one that starts at zero is set to about ``lr_1`` per element by the first step and then grows at most by a factor
         ``1 + lr`` per step, so under the quickstart's schedule (200 warm-up steps to 0.005) the model's
         output would stay near its skip path for over a thousand steps (``tests/test_optim.py``).
         """

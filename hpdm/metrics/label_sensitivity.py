@@ -131,9 +131,38 @@ def format_table(results: Sequence[Sensitivity]) -> str:
     return "\n".join(lines)
 
 
-def main(argv) -> None:
+def report(table: str, results: Sequence, output: str | None) -> None:
+    """What a level-0 (Sec. 4.1) CLI prints (``table``) and, given ``output``, the dataclass ``results``
+    as JSON."""
     import json
 
+    print(table)
+    if output:
+        with open(output, "w") as fh:
+            json.dump([asdict(r) for r in results], fh, indent=1)
+
+
+def define_level0_flags(num_videos: int, num_videos_help: str) -> None:
+    """The absl flags shared by the level-0 (Sec. 4.1) CLIs (this one and ``hpdm.metrics.motion_retention``):
+    the model, the real synthetic videos (``num_videos`` of them by default), the noise levels and
+    seed, the device, the JSON output and gin bindings over the model's config."""
+    from absl import flags
+
+    flags.DEFINE_string("model", None, "training workdir or exported model directory.")
+    flags.DEFINE_integer("num_videos", num_videos, num_videos_help)
+    flags.DEFINE_integer("first_index", 1000, "first synthetic index used.")
+    flags.DEFINE_list("sigmas", [str(s) for s in DEFAULT_SIGMAS], "noise levels (data space, level 0).")
+    flags.DEFINE_integer("seed", 0, "noise seed.")
+    flags.DEFINE_string("device", None, "torch device (default: where the model was loaded).")
+    flags.DEFINE_string("output", None, "also write the table as JSON here.")
+    flags.DEFINE_multi_string(
+        "gin_param", [], "gin bindings over the model's config, e.g. \"SyntheticVideos.radius=(0.16, 0.24)\" "
+        "to test on other videos than it was trained on.",
+    )
+    flags.mark_flag_as_required("model")
+
+
+def main(argv) -> None:
     from absl import flags
 
     from hpdm.metrics.synthetic_content import load_synthetic_model
@@ -153,28 +182,14 @@ def main(argv) -> None:
             for i in range(f.num_videos)
         ]
         results += measure(denoise, sets, attribute, [float(s) for s in f.sigmas], seed=f.seed)
-    print(format_table(results))
-    if f.output:
-        with open(f.output, "w") as fh:
-            json.dump([asdict(r) for r in results], fh, indent=1)
+    report(format_table(results), results, f.output)
 
 
 def run() -> None:
     from absl import app, flags
 
-    flags.DEFINE_string("model", None, "training workdir or exported model directory.")
-    flags.DEFINE_integer("num_videos", 48, "real synthetic videos (each gives 2 pairs per attribute).")
-    flags.DEFINE_integer("first_index", 1000, "first synthetic index used.")
-    flags.DEFINE_list("sigmas", [str(s) for s in DEFAULT_SIGMAS], "noise levels (data space, level 0).")
+    define_level0_flags(48, "real synthetic videos (each gives 2 pairs per attribute).")
     flags.DEFINE_list("attributes", list(ATTRIBUTES), "label parts tested: colour, shape.")
-    flags.DEFINE_integer("seed", 0, "noise seed.")
-    flags.DEFINE_string("device", None, "torch device (default: where the model was loaded).")
-    flags.DEFINE_string("output", None, "also write the table as JSON here.")
-    flags.DEFINE_multi_string(
-        "gin_param", [], "gin bindings over the model's config, e.g. \"SyntheticVideos.radius=(0.16, 0.24)\" "
-        "to test on other videos than it was trained on.",
-    )
-    flags.mark_flag_as_required("model")
     app.run(main)
 
 

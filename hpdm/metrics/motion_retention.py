@@ -26,17 +26,15 @@ The real videos follow the source settings in the model's config; ``--gin_param`
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from hpdm.metrics.label_sensitivity import Denoiser, level0_denoiser
+from hpdm.metrics.label_sensitivity import DEFAULT_SIGMAS, Denoiser, define_level0_flags, level0_denoiser, report
 from hpdm.metrics.synthetic_content import read_video
 from hpdm.samplers.hierarchical import to_uint8
-
-DEFAULT_SIGMAS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 @dataclass
@@ -76,6 +74,7 @@ def measure(
     gen = torch.Generator().manual_seed(seed)
     # The same draws at every sigma: rows compare on common noise and do not depend on the sigma list.
     noises = [torch.randn(clean.shape, generator=gen, dtype=clean.dtype) for _ in range(repeats)]
+    clean64 = clean.double()
     out = []
     for sigma in sigmas:
         sig = torch.full((clean.shape[0],), float(sigma), dtype=clean.dtype)
@@ -83,7 +82,7 @@ def measure(
         for noise in noises:
             with torch.no_grad():
                 pred = denoise(clean + float(sigma) * noise, sig, labels)
-            frame_err.append((pred.double() - clean.double()).square().mean(dim=(0, 1, 3, 4)))
+            frame_err.append((pred.double() - clean64).square().mean(dim=(0, 1, 3, 4)))
             t = travels(pred)
             ok = moving & np.isfinite(t)
             ratios.append(t[ok] / real[ok])
@@ -114,8 +113,6 @@ def format_table(results: Sequence[Retention]) -> str:
 
 
 def main(argv) -> None:
-    import json
-
     from absl import flags
 
     from hpdm.data.synthetic import SyntheticVideos
@@ -130,25 +127,14 @@ def main(argv) -> None:
     labels = torch.tensor([label for _, label, _ in rendered])
     clean = level_video(torch.stack([video for video, _, _ in rendered]), model.pyramid, 0)
     results = measure(level0_denoiser(model), clean, labels, [float(s) for s in f.sigmas], f.repeats, f.seed)
-    print(format_table(results))
-    if f.output:
-        with open(f.output, "w") as fh:
-            json.dump([asdict(r) for r in results], fh, indent=1)
+    report(format_table(results), results, f.output)
 
 
 def run() -> None:
     from absl import app, flags
 
-    flags.DEFINE_string("model", None, "training workdir or exported model directory.")
-    flags.DEFINE_integer("num_videos", 36, "real synthetic videos.")
-    flags.DEFINE_integer("first_index", 1000, "first synthetic index used.")
-    flags.DEFINE_list("sigmas", [str(s) for s in DEFAULT_SIGMAS], "noise levels (data space, level 0).")
+    define_level0_flags(36, "real synthetic videos.")
     flags.DEFINE_integer("repeats", 2, "noise draws per video and sigma.")
-    flags.DEFINE_integer("seed", 0, "noise seed.")
-    flags.DEFINE_string("device", None, "torch device (default: where the model was loaded).")
-    flags.DEFINE_string("output", None, "also write the table as JSON here.")
-    flags.DEFINE_multi_string("gin_param", [], "gin bindings over the model's config (e.g. the source's settings).")
-    flags.mark_flag_as_required("model")
     app.run(main)
 
 
