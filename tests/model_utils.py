@@ -27,6 +27,9 @@ def tiny_model(seed: int = 0, **overrides) -> HPDM:
     model = HPDM(**kwargs)
     # The detokenizer starts at zero; randomise it so outputs depend on the whole network.
     torch.nn.init.normal_(model.detokenizer.proj.weight, std=0.2)
+    for module in model.modules():
+        if hasattr(module, "mixing") and module.mixing is not None:
+            torch.nn.init.normal_(module.mixing.out.weight, std=0.2)
     return model.double()
 
 

@@ -15,6 +15,7 @@ VARIANTS = [
     dict(use_coords=False),
     dict(num_classes=5),
     dict(text_dim=8),
+    dict(token_mixing=(3, 3, 3)),
 ]
 
 
@@ -91,7 +92,10 @@ def test_adaptive_computation_counts(loads, expected):
     assert model.level_block_evaluations == expected
 
 
-@pytest.mark.parametrize("variant", [dict(), dict(fusion="shallow"), dict(num_levels_per_block=[3] * 6), dict(num_classes=5)])
+@pytest.mark.parametrize(
+    "variant",
+    [dict(), dict(fusion="shallow"), dict(num_levels_per_block=[3] * 6), dict(num_classes=5), dict(token_mixing=(1, 3, 3))],
+)
 def test_cached_level_equals_full_forward(variant):
     model = tiny_model(**variant)
     x, coords, sigma = hierarchy_batch(model)

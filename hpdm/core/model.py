@@ -71,6 +71,8 @@ class HPDM(nn.Module):
       target_res / patch_res: the pyramid (``hpdm.pyramid.Pyramid``).
       channels: video channels.
       token_size: tokenizer cell ``(kt, kh, kw)`` (paper: 1x4x4).
+      token_mixing: kernel ``(kt, kh, kw)`` of a ``LocalTokenMixing`` after the tokenizer; None (the
+        paper's linear tokenizer) by default. The quickstart sets (3, 3, 3): see that layer.
       token_dim: interface token width (Table 8 "Tokenization dim").
       latent_dim / num_latents: RIN latents per (sample, level) (Table 8).
       num_blocks / latent_layers_per_block: RIN depth.
@@ -89,6 +91,7 @@ class HPDM(nn.Module):
         patch_res: Sequence[int] = gin.REQUIRED,
         channels: int = 3,
         token_size: Sequence[int] = (1, 4, 4),
+        token_mixing: Sequence[int] | None = None,
         token_dim: int = 256,
         latent_dim: int = 256,
         num_latents: int = 128,
@@ -126,7 +129,7 @@ class HPDM(nn.Module):
         self.level_block_evaluations = 0
 
         patch = self.pyramid.patch_res
-        self.tokenizer = Tokenizer(channels, token_dim, patch, token_size)
+        self.tokenizer = Tokenizer(channels, token_dim, patch, token_size, mixing_kernel=token_mixing)
         self.detokenizer = Detokenizer(channels, token_dim, patch, token_size)
         self.grid = self.tokenizer.grid
         self.latents = nn.Parameter(torch.randn(levels, num_latents, latent_dim) * 0.02)
@@ -152,7 +155,7 @@ class HPDM(nn.Module):
             self.context_tokenizer = None
         else:
             self.fusers = nn.ModuleList([ContextFuser(token_dim, detach_context=detach_context, use_coords=use_coords)])
-            self.context_tokenizer = Tokenizer(channels, token_dim, patch, token_size)
+            self.context_tokenizer = Tokenizer(channels, token_dim, patch, token_size, mixing_kernel=token_mixing)
 
     # ------------------------------------------------------------------ public API
 
@@ -240,14 +243,17 @@ class HPDM(nn.Module):
 
     def no_weight_decay_names(self) -> set[str]:
         """Parameters exempt from weight decay and LAMB's layer adaptation (Sec. 4.6): norms, biases,
-        embeddings and latents, and the detokenizer's zero-initialised output projection.
+        embeddings and latents, and every zero-initialised output projection (the ``ZERO_INIT`` names
+        of the detokenizer and of ``LocalTokenMixing``).
 
         The last because LAMB's trust ratio ``||w|| / ||u||`` scales a tensor's update by its own norm:
         one that starts at zero is set to about ``lr_1`` per element by the first step and then grows at most by a factor
         ``1 + lr`` per step, so under the quickstart's schedule (200 warm-up steps to 0.005) the model's
         output would stay near its skip path for over a thousand steps (``tests/test_optim.py``).
         """
-        zero_init = {f"detokenizer.{n}" for n in Detokenizer.ZERO_INIT}
+        zero_init = {
+            f"{prefix}.{n}" for prefix, module in self.named_modules() for n in getattr(module, "ZERO_INIT", ())
+        }
         names = set()
         for name, param in self.named_parameters():
             if param.dim() < 2 or name == "latents" or ".pos." in name or name in zero_init or name.startswith(

@@ -1,0 +1,85 @@
+"""LocalTokenMixing: identity at initialisation, exactly local, and a drop-in for a trained model."""
+
+import hypothesis.strategies as st
+import pytest
+import torch
+from hypothesis import given, settings
+
+from hpdm.layers import LocalTokenMixing, Tokenizer
+from hpdm.trainers.checkpoint import load_matching
+
+from model_utils import hierarchy_batch, tiny_model
+
+
+def _randomised(grid, dim, kernel, seed=0):
+    torch.manual_seed(seed)
+    mixing = LocalTokenMixing(grid, dim, kernel).double()
+    torch.nn.init.normal_(mixing.out.weight, std=0.3)
+    return mixing
+
+
+def test_starts_as_the_identity():
+    mixing = LocalTokenMixing((2, 3, 4), 8, (3, 3, 3)).double()
+    tokens = torch.randn(2, 24, 8, dtype=torch.float64)
+    assert torch.equal(mixing(tokens), tokens)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    grid=st.tuples(*(st.integers(1, 5) for _ in range(3))),
+    kernel=st.tuples(*(st.sampled_from([1, 3, 5]) for _ in range(3))),
+    data=st.data(),
+)
+def test_a_token_reaches_exactly_its_kernel_neighbourhood(grid, kernel, data):
+    mixing = _randomised(grid, 4, kernel)
+    t, h, w = grid
+    pos = tuple(data.draw(st.integers(0, g - 1)) for g in grid)
+    tokens = torch.randn(1, t * h * w, 4, dtype=torch.float64)
+    bumped = tokens.clone()
+    bumped[0, (pos[0] * h + pos[1]) * w + pos[2]] += 1.0
+    with torch.no_grad():
+        change = (mixing(bumped) - mixing(tokens)).abs().sum(-1).reshape(t, h, w)
+    reach = torch.zeros(t, h, w, dtype=torch.bool)
+    box = tuple(slice(max(0, p - k // 2), p + k // 2 + 1) for p, k in zip(pos, kernel))
+    reach[box] = True
+    assert (change[~reach] == 0).all()  # row-major (t, h, w) order kept, nothing leaks past the kernel
+    assert change[pos] > 0
+
+
+def test_bad_kernel_and_grid_raise():
+    with pytest.raises(ValueError, match="three odd sizes"):
+        LocalTokenMixing((2, 2, 2), 8, (2, 3, 3))
+    with pytest.raises(ValueError, match="three odd sizes"):
+        LocalTokenMixing((2, 2, 2), 8, (3, 3))
+    with pytest.raises(ValueError, match="token grid"):
+        LocalTokenMixing((2, 2, 2), 8, (3, 3, 3))(torch.zeros(1, 9, 8))
+
+
+def test_tokenizer_applies_it_after_the_embedding():
+    plain = Tokenizer(3, 8, (2, 4, 4), (1, 2, 2))
+    mixed = Tokenizer(3, 8, (2, 4, 4), (1, 2, 2), mixing_kernel=(1, 3, 3))
+    mixed.load_state_dict(plain.state_dict(), strict=False)
+    video = torch.randn(2, 3, 2, 4, 4)
+    assert plain.mixing is None and torch.equal(mixed(video), plain(video))
+    torch.nn.init.normal_(mixed.mixing.out.weight)
+    assert not torch.allclose(mixed(video), plain(video))
+
+
+def test_zero_initialised_output_is_exempt_from_layer_adaptation():
+    names = tiny_model(token_mixing=(3, 3, 3)).no_weight_decay_names()
+    assert {"tokenizer.mixing.out.weight", "tokenizer.mixing.out.bias", "detokenizer.proj.weight"} <= names
+    assert "tokenizer.mixing.hidden.weight" not in names and "tokenizer.mixing.conv.weight" not in names
+
+
+@pytest.mark.parametrize("fusion", ["deep", "shallow"])
+def test_fine_tuning_a_model_without_it_starts_from_the_same_function(fusion):
+    trained = tiny_model(seed=1, fusion=fusion)
+    grown = tiny_model(seed=2, fusion=fusion, token_mixing=(3, 3, 3))
+    for module in (grown.tokenizer, getattr(grown, "context_tokenizer", None)):
+        if module is not None:
+            torch.nn.init.zeros_(module.mixing.out.weight)
+    loaded, initialised = load_matching(grown, trained.state_dict())
+    assert initialised and all(".mixing." in name for name in initialised)
+    x, coords, sigma = hierarchy_batch(trained)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, coords, sigma), trained(x, coords, sigma), rtol=0, atol=0)
