@@ -83,3 +83,12 @@ def test_load_matching_reports_loaded_and_initialised(tmp_path):
     # The reverse direction (checkpoint has tensors the model lacks) is a different architecture.
     with pytest.raises(ckpt.CheckpointError, match="2.weight"):
         ckpt.load_matching(_model(), big.state_dict())
+
+
+def test_resolve_weights_takes_an_export_directory(tmp_path):
+    (tmp_path / "config.gin").write_text("")
+    (tmp_path / ckpt.MODEL_FILE).write_bytes(b"")
+    assert ckpt.resolve_weights(str(tmp_path)) == str(tmp_path / ckpt.MODEL_FILE)  # its weights are the EMA
+    (tmp_path / "config.gin").unlink()
+    with pytest.raises(ckpt.CheckpointError, match="no checkpoint found"):
+        ckpt.resolve_weights(str(tmp_path))  # without config.gin it is no export

@@ -75,6 +75,10 @@ class NoiseSchedule:
         self._per_level(self.p_mean, "p_mean", num_levels)
         self._per_level(self.p_std, "p_std", num_levels)
 
+    def log_normal(self, num_levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-level ``(p_mean, p_std)`` ``[num_levels]`` of the training noise: ``log(sigma * b_l) ~ N(p_mean, p_std^2)``."""
+        return self._per_level(self.p_mean, "p_mean", num_levels), self._per_level(self.p_std, "p_std", num_levels)
+
     def input_scale(self, level: int | torch.Tensor):
         """``b_l``, the data scaling of ``level`` (a tensor of levels gives a tensor)."""
         return self.input_scale_decay**level
@@ -104,8 +108,7 @@ class NoiseSchedule:
         With probability ``context_prob`` a sample draws a cut ``k`` in ``1..n-1``; levels below it
         sit at their context noise level and are masked out of the loss.
         """
-        p_mean = self._per_level(self.p_mean, "p_mean", num_levels)
-        p_std = self._per_level(self.p_std, "p_std", num_levels)
+        p_mean, p_std = self.log_normal(num_levels)
         log_sigma = p_mean + p_std * torch.randn(batch, num_levels, generator=generator)
         sigma = log_sigma.exp() / self.level_scales(num_levels)
         mask = torch.ones(batch, num_levels, dtype=torch.bool)

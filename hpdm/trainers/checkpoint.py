@@ -159,12 +159,16 @@ def latest_valid_checkpoint(workdir: str) -> str | None:
 
 
 def resolve_weights(path: str, ema: bool = True) -> str:
-    """A ``.safetensors`` file, a checkpoint directory, or a workdir -> the weights file to load."""
+    """A ``.safetensors`` file, a checkpoint directory, a workdir, or an export directory (``config.gin``
+    and ``model.safetensors``, which holds EMA weights: ``hpdm.core.export_model``) -> the weights file."""
     if os.path.isfile(path):
         return path
     name = EMA_FILE if ema else MODEL_FILE
     if os.path.isfile(os.path.join(path, name)):
         return os.path.join(path, name)
+    export = os.path.join(path, MODEL_FILE)
+    if ema and os.path.isfile(export) and os.path.isfile(os.path.join(path, "config.gin")):
+        return export
     latest = latest_valid_checkpoint(path)
     if latest is None:
         raise CheckpointError(f"no checkpoint found at {path}")
