@@ -15,7 +15,7 @@ def test_python_example_runs():
 
 
 def test_named_repo_files_exist():
-    names = set(re.findall(r"(?:gin|scripts)/[\w/]+\.(?:gin|sh)", README))
+    names = set(re.findall(r"(?:gin|scripts)/[\w/]+\.(?:gin|sh|py)", README))
     names |= set(re.findall(r"(?:docs|pretrained)/[\w/]+\.\w+", README))  # the GIF, the shipped model
     assert {"scripts/quickstart.sh", "scripts/test.sh", "docs/quickstart.gif"} <= names
     missing = sorted(n for n in names if not os.path.exists(os.path.join(ROOT, n)))
