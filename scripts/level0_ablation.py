@@ -44,18 +44,6 @@ flags.DEFINE_string("output", None, "also append the JSON lines here.")
 EVAL_SIGMAS = (1.0, 2.0)
 
 
-def level0_clips(source, pyramid, first: int, count: int, chunk: int = 256):
-    """Clean level-0 videos ``[count, 3, t, h, w]`` and labels of synthetic videos ``first..first+count-1``."""
-    from hpdm.pyramid import level_video
-
-    videos, labels = [], []
-    for start in range(first, first + count, chunk):
-        rendered = [source.render(i, pyramid.target_res) for i in range(start, min(first + count, start + chunk))]
-        videos.append(level_video(torch.stack([v for v, _, _ in rendered]), pyramid, 0))
-        labels += [label for _, label, _ in rendered]
-    return torch.cat(videos), torch.tensor(labels)
-
-
 def v_space_loss(model, coords, x0, labels, sigma, noise):
     """Eq. 4 on level 0 alone: the x0 error weighted to v space, ``(sigma^2 + sd^2) / (sigma sd)^2``."""
     sd = model.schedule.sigma_data
@@ -91,6 +79,7 @@ def main(argv) -> None:
     from hpdm import gin_utils
     from hpdm.core import HPDM
     from hpdm.data.synthetic import SyntheticVideos
+    from hpdm.metrics.motion_retention import real_level0_videos
     from hpdm.trainers.checkpoint import load_matching, resolve_weights
     from safetensors.torch import load_file
 
@@ -103,8 +92,8 @@ def main(argv) -> None:
         pretrained = {name.split("[")[0] for name in loaded}
     source = SyntheticVideos()
     start = time.time()
-    train_x, train_y = level0_clips(source, model.pyramid, 50_000, f.train_videos)
-    eval_x, eval_y = level0_clips(source, model.pyramid, 1000, f.eval_videos)
+    train_x, train_y = real_level0_videos(source, model.pyramid, 50_000, f.train_videos)
+    eval_x, eval_y = real_level0_videos(source, model.pyramid, 1000, f.eval_videos)
     print(f"rendered {len(train_x)} + {len(eval_x)} level-0 videos in {time.time() - start:.0f} s", flush=True)
 
     params = dict(model.named_parameters())

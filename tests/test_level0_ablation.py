@@ -25,8 +25,7 @@ def test_starts_from_the_shipped_model_as_motion_retention_reads_it(tmp_path):
     from hpdm.core import load_pretrained
     from hpdm.data.synthetic import SyntheticVideos
     from hpdm.metrics.label_sensitivity import level0_denoiser
-    from hpdm.metrics.motion_retention import measure
-    from hpdm.pyramid import level_video
+    from hpdm.metrics.motion_retention import measure, real_level0_videos
 
     rows = _run(tmp_path, "--init_from=pretrained/quickstart", "--lr=0.01", "--pretrained_lr=0.001")
     assert [r["step"] for r in rows] == [0, 2] and all(len(r["retention"]) == 2 for r in rows)
@@ -34,9 +33,7 @@ def test_starts_from_the_shipped_model_as_motion_retention_reads_it(tmp_path):
 
     model = load_pretrained("pretrained/quickstart", use_ema=True)
     source = SyntheticVideos()
-    rendered = [source.render(1000 + i, model.pyramid.target_res) for i in range(4)]
-    clean = level_video(torch.stack([v for v, _, _ in rendered]), model.pyramid, 0)
-    labels = torch.tensor([label for _, label, _ in rendered])
+    clean, labels = real_level0_videos(source, model.pyramid, 1000, 4)
     with torch.no_grad():
         expected = measure(level0_denoiser(model), clean, labels, [1.0, 2.0], repeats=2, seed=0)
     assert rows[0]["retention"] == [round(r.median_ratio, 3) for r in expected]

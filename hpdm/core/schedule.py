@@ -76,7 +76,8 @@ class NoiseSchedule:
         self._per_level(self.p_std, "p_std", num_levels)
 
     def log_normal(self, num_levels: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-level ``(p_mean, p_std)`` ``[num_levels]`` of the training noise: ``log(sigma * b_l) ~ N(p_mean, p_std^2)``."""
+        """Per-level ``(p_mean, p_std)`` ``[num_levels]`` of the training noise of Eq. 4 (EDM's log-normal,
+        Sec. 4.6): ``log(sigma * b_l) ~ N(p_mean, p_std^2)``."""
         return self._per_level(self.p_mean, "p_mean", num_levels), self._per_level(self.p_std, "p_std", num_levels)
 
     def input_scale(self, level: int | torch.Tensor):

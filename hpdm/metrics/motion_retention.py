@@ -56,6 +56,20 @@ def travels(videos: torch.Tensor) -> np.ndarray:
     return np.array([read_video(f).travel for f in frames], dtype=np.float64)
 
 
+def real_level0_videos(source, pyramid, first: int, count: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean level-0 videos (Sec. 4.1: the whole video average-pooled to the patch size, as the trainer
+    sees it) ``[count, 3, t, h, w]`` and labels ``[count]`` of ``source``'s videos ``first..first+count-1``;
+    rendered at the target size ``chunk`` at a time, so memory holds only level 0 of the rest."""
+    from hpdm.pyramid import level_video
+
+    videos, labels = [], []
+    for start in range(first, first + count, chunk):
+        rendered = [source.render(i, pyramid.target_res) for i in range(start, min(first + count, start + chunk))]
+        videos.append(level_video(torch.stack([v for v, _, _ in rendered]), pyramid, 0))
+        labels += [label for _, label, _ in rendered]
+    return torch.cat(videos), torch.tensor(labels)
+
+
 def measure(
     denoise: Denoiser,
     clean: torch.Tensor,
@@ -117,15 +131,12 @@ def main(argv) -> None:
 
     from hpdm.data.synthetic import SyntheticVideos
     from hpdm.metrics.synthetic_content import load_synthetic_model
-    from hpdm.pyramid import level_video
 
     del argv
     f = flags.FLAGS
     model = load_synthetic_model(f.model, f.gin_param, f.device)
     source = SyntheticVideos()  # the settings the model was trained on (its config is parsed)
-    rendered = [source.render(f.first_index + i, model.pyramid.target_res) for i in range(f.num_videos)]
-    labels = torch.tensor([label for _, label, _ in rendered])
-    clean = level_video(torch.stack([video for video, _, _ in rendered]), model.pyramid, 0)
+    clean, labels = real_level0_videos(source, model.pyramid, f.first_index, f.num_videos)
     results = measure(level0_denoiser(model), clean, labels, [float(s) for s in f.sigmas], f.repeats, f.seed)
     report(format_table(results), results, f.output)
 

@@ -27,6 +27,8 @@ from absl import logging
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from hpdm import gin_utils
+
 CHECKPOINT_SUBDIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -167,7 +169,7 @@ def resolve_weights(path: str, ema: bool = True) -> str:
     if os.path.isfile(os.path.join(path, name)):
         return os.path.join(path, name)
     export = os.path.join(path, MODEL_FILE)
-    if ema and os.path.isfile(export) and os.path.isfile(os.path.join(path, "config.gin")):
+    if ema and os.path.isfile(export) and os.path.isfile(os.path.join(path, gin_utils.OPERATIVE_CONFIG)):
         return export
     latest = latest_valid_checkpoint(path)
     if latest is None:
