@@ -3,6 +3,7 @@
 import torch
 
 from hpdm.core import HPDM
+from hpdm.layers import LocalTokenMixing
 from hpdm.pyramid import sample_hierarchy
 
 TARGET = (4, 32, 32)
@@ -28,8 +29,8 @@ def tiny_model(seed: int = 0, **overrides) -> HPDM:
     # The detokenizer starts at zero; randomise it so outputs depend on the whole network.
     torch.nn.init.normal_(model.detokenizer.proj.weight, std=0.2)
     for module in model.modules():
-        if hasattr(module, "mixing") and module.mixing is not None:
-            torch.nn.init.normal_(module.mixing.out.weight, std=0.2)
+        if isinstance(module, LocalTokenMixing):
+            torch.nn.init.normal_(module.out.weight, std=0.2)
     return model.double()
 
 

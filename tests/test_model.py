@@ -16,6 +16,7 @@ VARIANTS = [
     dict(num_classes=5),
     dict(text_dim=8),
     dict(token_mixing=(3, 3, 3)),
+    dict(block_mixing=(3, 3, 3)),
 ]
 
 
@@ -94,7 +95,8 @@ def test_adaptive_computation_counts(loads, expected):
 
 @pytest.mark.parametrize(
     "variant",
-    [dict(), dict(fusion="shallow"), dict(num_levels_per_block=[3] * 6), dict(num_classes=5), dict(token_mixing=(1, 3, 3))],
+    [dict(), dict(fusion="shallow"), dict(num_levels_per_block=[3] * 6), dict(num_classes=5), dict(token_mixing=(1, 3, 3)),
+     dict(block_mixing=(1, 3, 3), token_mixing=(3, 3, 3))],
 )
 def test_cached_level_equals_full_forward(variant):
     model = tiny_model(**variant)

@@ -71,15 +71,37 @@ def test_zero_initialised_output_is_exempt_from_layer_adaptation():
     assert "tokenizer.mixing.hidden.weight" not in names and "tokenizer.mixing.conv.weight" not in names
 
 
-@pytest.mark.parametrize("fusion", ["deep", "shallow"])
-def test_fine_tuning_a_model_without_it_starts_from_the_same_function(fusion):
+def test_block_mixers_are_exempt_from_layer_adaptation_too():
+    model = tiny_model(block_mixing=(1, 3, 3))
+    names = model.no_weight_decay_names()
+    assert len(model.block_mixers) == model.scheduler.num_blocks
+    for b in range(model.scheduler.num_blocks):
+        assert {f"block_mixers.{b}.out.weight", f"block_mixers.{b}.out.bias"} <= names
+        assert f"block_mixers.{b}.conv.weight" not in names
+    x, coords, sigma = hierarchy_batch(model)
+    with torch.no_grad():
+        before = model(x, coords, sigma)
+        torch.nn.init.zeros_(model.block_mixers[-1].out.weight)
+        torch.nn.init.zeros_(model.block_mixers[-1].out.bias)
+        assert not torch.allclose(model(x, coords, sigma), before)  # the last block's mixer reaches the output
+
+
+@pytest.mark.parametrize(
+    "fusion, arch",
+    [
+        ("deep", dict(token_mixing=(3, 3, 3))),
+        ("shallow", dict(token_mixing=(3, 3, 3))),
+        ("deep", dict(token_mixing=(3, 3, 3), block_mixing=(3, 3, 3))),
+    ],
+)
+def test_fine_tuning_a_model_without_it_starts_from_the_same_function(fusion, arch):
     trained = tiny_model(seed=1, fusion=fusion)
-    grown = tiny_model(seed=2, fusion=fusion, token_mixing=(3, 3, 3))
-    for module in (grown.tokenizer, getattr(grown, "context_tokenizer", None)):
-        if module is not None:
-            torch.nn.init.zeros_(module.mixing.out.weight)
+    grown = tiny_model(seed=2, fusion=fusion, **arch)
+    for module in grown.modules():
+        if isinstance(module, LocalTokenMixing):
+            torch.nn.init.zeros_(module.out.weight)
     loaded, initialised = load_matching(grown, trained.state_dict())
-    assert initialised and all(".mixing." in name for name in initialised)
+    assert initialised and all(".mixing." in name or name.startswith("block_mixers.") for name in initialised)
     x, coords, sigma = hierarchy_batch(trained)
     with torch.no_grad():
         torch.testing.assert_close(grown(x, coords, sigma), trained(x, coords, sigma), rtol=0, atol=0)

@@ -32,6 +32,7 @@ from hpdm.layers import (
     ClassEmbedding,
     ContextFuser,
     Detokenizer,
+    LocalTokenMixing,
     NoiseLevelEmbedding,
     RINBlock,
     TextEmbedding,
@@ -73,6 +74,9 @@ class HPDM(nn.Module):
       token_size: tokenizer cell ``(kt, kh, kw)`` (paper: 1x4x4).
       token_mixing: kernel ``(kt, kh, kw)`` of a ``LocalTokenMixing`` after the tokenizer; None (the
         paper's linear tokenizer) by default. The quickstart sets (3, 3, 3): see that layer.
+      block_mixing: kernel of a ``LocalTokenMixing`` on every level's tokens after each block's
+        write, so every read after the first also pools locally mixed tokens; None (the paper) by
+        default. Zero-initialised, so adding it to a trained model keeps the model's function.
       token_dim: interface token width (Table 8 "Tokenization dim").
       latent_dim / num_latents: RIN latents per (sample, level) (Table 8).
       num_blocks / latent_layers_per_block: RIN depth.
@@ -92,6 +96,7 @@ class HPDM(nn.Module):
         channels: int = 3,
         token_size: Sequence[int] = (1, 4, 4),
         token_mixing: Sequence[int] | None = None,
+        block_mixing: Sequence[int] | None = None,
         token_dim: int = 256,
         latent_dim: int = 256,
         num_latents: int = 128,
@@ -146,6 +151,11 @@ class HPDM(nn.Module):
                 mlp_ratio=mlp_ratio,
             )
             for _ in range(num_blocks)
+        )
+        self.block_mixers = (
+            nn.ModuleList(LocalTokenMixing(self.grid, token_dim, block_mixing) for _ in range(num_blocks))
+            if block_mixing is not None
+            else None
         )
         if fusion == "deep":
             self.fusers = nn.ModuleList(
@@ -378,6 +388,8 @@ class HPDM(nn.Module):
             lat, tok = torch.utils.checkpoint.checkpoint(self.blocks[b], lat, tok, mask, use_reentrant=False)
         else:
             lat, tok = self.blocks[b](lat, tok, mask)
+        if self.block_mixers is not None:
+            tok = self.block_mixers[b](tok)
         self.level_block_evaluations += count
         return list(lat.split(batch)), list(tok.split(batch))
 

@@ -54,6 +54,8 @@ class LocalTokenMixing(nn.Module):
     that reason: denoising at sigma 2 it kept 0.30 of the real motion without mixing and 0.60 with a
     3x3x3 mixing, both trained from scratch side by side for 500 steps (``scripts/level0_ablation.py``;
     pretrained/quickstart/README.md).
+    ``HPDM`` uses it after the tokenizer (``token_mixing``) and, optionally, on every level's tokens
+    after each RIN block's write (``block_mixing``), so the later reads pool mixed tokens as well.
     The output projection starts at zero (``ZERO_INIT``), so adding the layer to a trained model
     leaves the model's function unchanged until it trains.
 
