@@ -5,12 +5,16 @@ label, and decides where the object is in each frame; the finer levels follow it
 that level only (the model from ``gin/quickstart.gin`` plus ``--gin_param`` bindings, from scratch or
 from ``--init_from``), on synthetic videos pooled to level 0 as the trainer does, and every
 ``--eval_every`` steps prints one JSON line: the median motion retention at sigma 1 and 2
-(``hpdm.metrics.motion_retention`` on the CLI's 36 videos and noise draws) and the x0 squared error
-there. It is how ``hpdm.layers.LocalTokenMixing`` was chosen (pretrained/quickstart/README.md):
+(``hpdm.metrics.motion_retention`` on the CLI's 36 videos and noise draws), the x0 squared error
+there, and the median travel and size ratio of level-0 samples for the same 36 labels (``sample_travel``,
+``sample_size_ratio``; ``--sample_steps`` Heun steps; real videos 0.37 and 1.07). It is how ``hpdm.layers.LocalTokenMixing`` was chosen (pretrained/quickstart/README.md):
 two runs side by side, one thread each, compare architectures at equal steps::
 
     python scripts/level0_ablation.py --gin_param="HPDM.token_mixing=None" --output=linear.jsonl &
     python scripts/level0_ablation.py --output=mixing.jsonl &
+
+With ``--init_from`` it fine-tunes instead, e.g. the shipped model with and without a new part
+(``--init_from=pretrained/quickstart --gin_param="HPDM.block_mixing=(3, 3, 3)"``).
 
 The optimiser is AdamW (not the trainer's LAMB) with a linear warm-up and a cosine decay; the loss is
 the v-space squared error (Eq. 4 on one level) at the model's level-0 training noise.
@@ -22,6 +26,7 @@ import json
 import math
 import time
 
+import numpy as np
 import torch
 from absl import app, flags
 
@@ -37,6 +42,8 @@ flags.DEFINE_integer("warmup_steps", 100, "linear warm-up steps.")
 flags.DEFINE_integer("train_videos", 20000, "pre-rendered training videos (synthetic indices 50,000 on).")
 flags.DEFINE_integer("eval_videos", 36, "held-out videos (indices 1,000 on, as the motion_retention CLI).")
 flags.DEFINE_integer("eval_every", 500, "steps between evaluations (and after the last step).")
+flags.DEFINE_integer("sample_steps", 64, "also sample level 0 with this many Heun steps for the held-out labels and "
+                     "report the samples' median travel (0: skip).")
 flags.DEFINE_integer("threads", 1, "torch threads (1: two runs side by side on two cores).")
 flags.DEFINE_integer("seed", 0, "seed of the initialisation, batches and training noise.")
 flags.DEFINE_string("output", None, "also append the JSON lines here.")
@@ -54,13 +61,21 @@ def v_space_loss(model, coords, x0, labels, sigma, noise):
 
 
 @torch.no_grad()
-def evaluate(model, coords, clean, labels) -> dict:
+def evaluate(model, coords, clean, labels, sample_steps: int = 0) -> dict:
     from hpdm.metrics.label_sensitivity import level0_denoiser
-    from hpdm.metrics.motion_retention import measure
+    from hpdm.metrics.motion_retention import measure, sample_level0, size_ratios, travels
 
     was_training = model.training
     model.eval()
-    retention = measure(level0_denoiser(model), clean, labels, EVAL_SIGMAS, repeats=2, seed=0)
+    denoise = level0_denoiser(model)
+    retention = measure(denoise, clean, labels, EVAL_SIGMAS, repeats=2, seed=0)
+    extra = {}
+    if sample_steps > 0:
+        sampled = sample_level0(denoise, labels, clean.shape[1:], model.schedule.sigma_range(0), sample_steps, seed=0)
+        extra = dict(
+            sample_travel=round(float(np.nanmedian(travels(sampled))), 3),
+            sample_size_ratio=round(float(np.nanmedian(size_ratios(sampled))), 3),
+        )
     gen = torch.Generator().manual_seed(0)
     mse = []
     for sigma in EVAL_SIGMAS:
@@ -69,7 +84,7 @@ def evaluate(model, coords, clean, labels) -> dict:
         pred = model(noisy[:, None], coords.expand(len(clean), 1, -1), sig, {"label": labels})[:, 0]
         mse.append(round(float((pred - clean).square().mean()), 5))
     model.train(was_training)
-    return dict(retention=[round(r.median_ratio, 3) for r in retention], x0_mse=mse)
+    return dict(retention=[round(r.median_ratio, 3) for r in retention], x0_mse=mse, **extra)
 
 
 def main(argv) -> None:
@@ -116,7 +131,7 @@ def main(argv) -> None:
             out.flush()
 
     start = time.time()
-    emit(0, **evaluate(model, coords, eval_x, eval_y))
+    emit(0, **evaluate(model, coords, eval_x, eval_y, f.sample_steps))
     model.train()
     for step in range(1, f.steps + 1):
         scale = min(1.0, step / max(1, f.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * step / f.steps))
@@ -133,7 +148,7 @@ def main(argv) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if step % f.eval_every == 0 or step == f.steps:
-            emit(step, loss=round(loss.item(), 4), **evaluate(model, coords, eval_x, eval_y))
+            emit(step, loss=round(loss.item(), 4), **evaluate(model, coords, eval_x, eval_y, f.sample_steps))
         elif step % 50 == 0:
             eta = (time.time() - start) / step * (f.steps - step)
             print(f"step {step}/{f.steps} loss {loss.item():.4f} ETA {eta / 60:.1f} min", flush=True)

@@ -6,10 +6,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["--steps=2", "--warmup_steps=1", "--eval_every=2", "--batch_size=2", "--train_videos=4", "--eval_videos=4"]
+SMALL = ["--sample_steps=3", "--steps=2", "--warmup_steps=1", "--eval_every=2", "--batch_size=2", "--train_videos=4", "--eval_videos=4"]
 
 
 def _run(tmp_path, *flags):
@@ -25,7 +26,7 @@ def test_starts_from_the_shipped_model_as_motion_retention_reads_it(tmp_path):
     from hpdm.core import load_pretrained
     from hpdm.data.synthetic import SyntheticVideos
     from hpdm.metrics.label_sensitivity import level0_denoiser
-    from hpdm.metrics.motion_retention import measure, real_level0_videos
+    from hpdm.metrics.motion_retention import measure, real_level0_videos, sample_level0, size_ratios, travels
 
     rows = _run(tmp_path, "--init_from=pretrained/quickstart", "--lr=0.01", "--pretrained_lr=0.001")
     assert [r["step"] for r in rows] == [0, 2] and all(len(r["retention"]) == 2 for r in rows)
@@ -37,6 +38,10 @@ def test_starts_from_the_shipped_model_as_motion_retention_reads_it(tmp_path):
     with torch.no_grad():
         expected = measure(level0_denoiser(model), clean, labels, [1.0, 2.0], repeats=2, seed=0)
     assert rows[0]["retention"] == [round(r.median_ratio, 3) for r in expected]
+    with torch.no_grad():
+        sampled = sample_level0(level0_denoiser(model), labels, clean.shape[1:], model.schedule.sigma_range(0), 3, seed=0)
+    assert rows[0]["sample_travel"] == round(float(np.nanmedian(travels(sampled))), 3)
+    assert rows[0]["sample_size_ratio"] == round(float(np.nanmedian(size_ratios(sampled))), 3)
 
 
 def test_gin_bindings_reach_the_model(tmp_path):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from hpdm.data.synthetic import SyntheticVideos
-from hpdm.metrics.motion_retention import format_table, measure, travels
+from hpdm.metrics.motion_retention import format_table, measure, sample_level0, size_ratios, travels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,3 +127,41 @@ def test_rows_do_not_depend_on_the_sigma_list():
     both = measure(blur, clean, labels, [0.25, 0.5], repeats=2, seed=3)
     alone = measure(blur, clean, labels, [0.5], repeats=2, seed=3)
     assert both[1] == alone[0] and alone[0].videos > 0
+
+
+def test_sampling_with_a_denoiser_that_knows_the_video_ends_on_it():
+    """Heun on ``D(x) = x0`` contracts ``x - x0`` by ``sigma_next / sigma`` per step: it ends at
+    ``x0 + (sigma_min / sigma_max) n``, so the samples travel as far as the videos."""
+    clean, labels = _clean()
+    oracle = lambda x, s, y: clean  # noqa: E731
+    sampled = sample_level0(oracle, labels, clean.shape[1:], (0.002, 80.0), num_steps=8, seed=1)
+    torch.testing.assert_close(sampled, clean, rtol=0, atol=0.002 / 80.0 * 6)
+    assert travels(sampled) == pytest.approx(travels(clean), abs=1e-9)
+    assert size_ratios(sampled) == pytest.approx(size_ratios(clean), abs=1e-9)
+    still = lambda x, s, y: clean[:, :, :1].expand_as(clean)  # noqa: E731
+    sampled = sample_level0(still, labels, clean.shape[1:], (0.002, 80.0), num_steps=8)
+    assert travels(sampled) == pytest.approx([0.0] * len(clean), abs=1e-9)
+
+
+def test_sampling_from_noised_videos_starts_there():
+    """From ``videos + sigma n``, Heun with ``D(x) = x0`` ends on the videos (the residual shrinks
+    by ``sigma_next / sigma`` per step) and never evaluates above ``sigma``."""
+    clean, labels = _clean()
+    calls = []
+
+    def oracle(x, s, y):
+        calls.append(float(s[0]))
+        return clean
+
+    sampled = sample_level0(oracle, labels, clean.shape[1:], (0.002, 80.0), num_steps=16, start=(clean, 3.0))
+    torch.testing.assert_close(sampled, clean, rtol=0, atol=0.002 / 3.0 * 6)
+    assert calls[0] == 3.0 and max(calls) == 3.0  # no step above the start
+    with pytest.raises(ValueError, match="do not match"):
+        sample_level0(oracle, labels[:2], clean.shape[1:], (0.002, 80.0), start=(clean, 3.0))
+
+
+def test_cli_samples_level_0_on_request(tmp_path):
+    out = _cli("--model=pretrained/quickstart", "--num_videos=4", "--sigmas=1", "--sample_steps=4", "--sample_from_sigmas=2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "level-0 samples, 4 Heun steps" in out.stdout and "from noise" in out.stdout
+    assert "from the videos at sigma 2" in out.stdout and "(ratio" in out.stdout and "size ratio" in out.stdout

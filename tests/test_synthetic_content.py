@@ -72,6 +72,8 @@ def test_real_videos_read_perfectly(res):
     assert report["shape_consistency"] == 1.0
     # Constant velocity: centroids sit on a line up to pixel quantisation of the mask.
     assert report["track_rms"] < 0.01
+    # Constant size: the area varies only by rasterisation at pixel centres.
+    assert 1.0 <= report["size_ratio"] < 1.1 and max(r["size_ratio"] for r in report["readings"]) < 1.25
 
 
 def test_backgrounds_are_never_object_pixels():
@@ -211,3 +213,15 @@ def test_real_videos_travel_at_their_rendered_speed():
         assert abs(read_video(frames).travel - np.hypot(*v) / 64) < 0.02, index
     still = np.repeat(frames[:1], 16, axis=0)
     assert read_video(still).travel < 1e-9 and content_report([still])["travel"] < 1e-9
+
+
+@pytest.mark.parametrize("grow", [1.0, 1.5, 2.0])
+def test_size_ratio_is_the_area_ratio_of_a_swelling_object(grow):
+    frames, size = 8, 64
+    video = np.zeros((frames, size, size, 3), dtype=np.uint8)
+    for f in range(frames):
+        radius = 8.0 * (1 + (grow - 1) * f / (frames - 1))  # the radius grows linearly to grow x
+        video[f][_ideal_mask("disc", radius, 32.0, 32.0, size)] = (230, 30, 30)
+    reading = read_video(video)
+    assert reading.single_object_frames == 1.0 and reading.travel < 0.01
+    assert reading.size_ratio == pytest.approx(grow**2, rel=0.05)

@@ -27,7 +27,7 @@ The real videos follow the source settings in the model's config; ``--gin_param`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -54,6 +54,13 @@ def travels(videos: torch.Tensor) -> np.ndarray:
     frames hold one object)."""
     frames = to_uint8(videos.detach()).numpy()
     return np.array([read_video(f).travel for f in frames], dtype=np.float64)
+
+
+def size_ratios(videos: torch.Tensor) -> np.ndarray:
+    """The probe's ``size_ratio`` of each video ``[B, 3, t, h, w]`` in [-1, 1]: largest over smallest
+    object area among its single-object frames (nan where fewer than two)."""
+    frames = to_uint8(videos.detach()).numpy()
+    return np.array([read_video(f).size_ratio for f in frames], dtype=np.float64)
 
 
 def real_level0_videos(source, pyramid, first: int, count: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,6 +122,49 @@ def measure(
     return out
 
 
+def sample_level0(
+    denoise: Denoiser,
+    labels: torch.Tensor,
+    shape: Sequence[int],
+    sigma_range: tuple[float, float],
+    num_steps: int = 64,
+    seed: int = 0,
+    start: Optional[tuple[torch.Tensor, float]] = None,
+) -> torch.Tensor:
+    """Level-0 samples (Sec. 4.1) ``[B, 3, t, h, w]``, one per label: deterministic Heun sampling
+    (EDM Algorithm 1, the sampler of level 0) over ``num_steps`` Karras steps in ``sigma_range``
+    (data space, ``model.schedule.sigma_range(0)``) from noise drawn with ``seed``; ``shape`` =
+    ``(3, t, h, w)``.
+
+    Retention reads one denoising step; ``travels`` of these samples reads what sampling makes of
+    all of them, the number issue 8 is about (the samples' objects should travel as far as the real
+    ones), and ``size_ratios`` whether they keep their size meanwhile.
+
+    ``start = (videos, sigma)`` samples from ``videos + sigma * noise`` instead, over the steps of the
+    same schedule below ``sigma`` (SDEdit-style): compared with the videos' own travel, it shows
+    from which noise level on the model loses their motion.
+    """
+    from hpdm.samplers.steppers import karras_sigmas, sample_heun
+
+    gen = torch.Generator().manual_seed(seed)
+    sigmas = karras_sigmas(num_steps, float(sigma_range[0]), float(sigma_range[1]))
+    noise = torch.randn((len(labels), *shape), generator=gen)
+    if start is None:
+        x = noise * float(sigmas[0])
+    else:
+        videos, sigma = start
+        if tuple(videos.shape) != (len(labels), *shape):
+            raise ValueError(f"start videos {tuple(videos.shape)} do not match {len(labels)} labels of shape {tuple(shape)}")
+        sigmas = torch.cat([torch.tensor([float(sigma)], dtype=sigmas.dtype), sigmas[sigmas < float(sigma)]])
+        x = videos + float(sigma) * noise
+
+    def step_denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        return denoise(x, torch.full((x.shape[0],), float(sigma), dtype=x.dtype), labels)
+
+    with torch.no_grad():
+        return sample_heun(step_denoise, x, sigmas)
+
+
 def format_table(results: Sequence[Retention]) -> str:
     """The CLI's table: one row per sigma."""
     lines = ["sigma    ratio   travel  real    videos  frame mse"]
@@ -123,6 +173,28 @@ def format_table(results: Sequence[Retention]) -> str:
         + " ".join(f"{e:.4f}" for e in r.frame_mse)
         for r in results
     ]
+    return "\n".join(lines)
+
+
+def format_level0_samples(denoise, clean, labels, sigma_range, num_steps: int, seed: int, from_sigmas=()) -> str:
+    """The CLI's sampling lines: level-0 samples from pure noise for the real videos' labels, then
+    from the real videos noised to each of ``from_sigmas``; median travel (with the median ratio to
+    the video's own travel where both read) and median size ratio."""
+    real = travels(clean)
+    lines = [
+        f"level-0 samples, {num_steps} Heun steps, the real videos' labels (real: travel "
+        f"{float(np.nanmedian(real)):.3f}, size ratio {float(np.nanmedian(size_ratios(clean))):.3f}):"
+    ]
+    for start in [None] + [(clean, s) for s in from_sigmas]:
+        videos = sample_level0(denoise, labels, clean.shape[1:], sigma_range, num_steps, seed, start)
+        t = travels(videos)
+        ok = np.isfinite(t) & np.isfinite(real) & (real > 0)
+        what = "from noise" if start is None else f"from the videos at sigma {start[1]:g}"
+        ratio = f" (ratio {float(np.median(t[ok] / real[ok])):.3f})" if start is not None and ok.any() else ""
+        lines.append(
+            f"  {what:<28} travel {float(np.nanmedian(t)):.3f}{ratio}  size ratio "
+            f"{float(np.nanmedian(size_ratios(videos))):.3f}  readable {int(np.isfinite(t).sum())}/{len(t)}"
+        )
     return "\n".join(lines)
 
 
@@ -137,8 +209,15 @@ def main(argv) -> None:
     model = load_synthetic_model(f.model, f.gin_param, f.device)
     source = SyntheticVideos()  # the settings the model was trained on (its config is parsed)
     clean, labels = real_level0_videos(source, model.pyramid, f.first_index, f.num_videos)
-    results = measure(level0_denoiser(model), clean, labels, [float(s) for s in f.sigmas], f.repeats, f.seed)
-    report(format_table(results), results, f.output)
+    denoise = level0_denoiser(model)
+    results = measure(denoise, clean, labels, [float(s) for s in f.sigmas], f.repeats, f.seed)
+    table = format_table(results)
+    if f.sample_steps > 0:
+        table += "\n" + format_level0_samples(
+            denoise, clean, labels, model.schedule.sigma_range(0), f.sample_steps, f.seed,
+            [float(s) for s in f.sample_from_sigmas],
+        )
+    report(table, results, f.output)
 
 
 def run() -> None:
@@ -146,6 +225,10 @@ def run() -> None:
 
     define_level0_flags(36, "real synthetic videos.")
     flags.DEFINE_integer("repeats", 2, "noise draws per video and sigma.")
+    flags.DEFINE_integer("sample_steps", 0, "also sample level 0 for the real videos' labels with this many Heun "
+                         "steps and print the samples' median travel (0: skip).")
+    flags.DEFINE_list("sample_from_sigmas", [], "with --sample_steps: also sample from the real videos noised to "
+                      "these sigmas (SDEdit-style) and print how much of their travel the samples keep.")
     app.run(main)
 
 

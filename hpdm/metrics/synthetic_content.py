@@ -18,7 +18,10 @@ eyeballed. The probe reads pixels only (no model):
   least-squares straight line in time (as a fraction of the short frame side; constant velocity
   makes it ~0 on real videos) and the distance that line travels over the clip (same unit; the
   source's ``speed``, less where the frame is too small for it). A still object has a perfect
-  track and no travel, so the two are read together.
+  track and no travel, so the two are read together;
+* per video, ``size_ratio``: the largest over the smallest object area among its single-object
+  frames. The source's objects keep their size (~1 up to rasterisation); a sample whose object
+  swells or shrinks over the clip reads well above 1 even when its centroid track is straight.
 
 Usage::
 
@@ -58,6 +61,7 @@ class VideoReading:
     shape_consistency: float       # fraction of frames whose shape is the video's majority shape
     track_rms: float               # RMS off a straight constant-velocity line, / short side (nan: < 2 frames)
     travel: float                  # that line's displacement over the clip's T frames, / short side (nan: < 2)
+    size_ratio: float = float("nan")  # largest / smallest object area over single-object frames (nan: < 2)
 
 
 def colour_index_map(video: np.ndarray) -> np.ndarray:
@@ -116,7 +120,7 @@ def read_video(video: np.ndarray, min_area: float = 0.01) -> VideoReading:
     counts = np.bincount(colours[colours >= 0].ravel().astype(np.int64), minlength=len(COLOURS))
     colour = list(COLOURS)[int(counts.argmax())] if counts.sum() else None
     min_pixels = max(1, int(round(min_area * h * w)))
-    single, shapes, times, centroids = 0, [], [], []
+    single, shapes, times, centroids, areas = 0, [], [], [], []
     for f in range(t):
         mask = (colours[f] >= 0).astype(np.uint8)
         n, components, stats, cents = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -128,6 +132,7 @@ def read_video(video: np.ndarray, min_area: float = 0.01) -> VideoReading:
         shapes.append(_best_shape(components == i))
         times.append(f)
         centroids.append(cents[i])
+        areas.append(float(stats[i, cv2.CC_STAT_AREA]))
     shape, consistency = None, 0.0
     if shapes:
         names, votes = np.unique(shapes, return_counts=True)
@@ -143,14 +148,15 @@ def read_video(video: np.ndarray, min_area: float = 0.01) -> VideoReading:
         track = float(np.sqrt((residual**2).sum(axis=1).mean()) / min(h, w))
         # The source moves an object by its velocity over T frame intervals (frame times are bin centres).
         travel = float(np.hypot(*coef[0]) * t / min(h, w))
-    return VideoReading(colour, shape, single / t, consistency, track, travel)
+    size_ratio = max(areas) / min(areas) if len(areas) >= 2 else float("nan")
+    return VideoReading(colour, shape, single / t, consistency, track, travel, size_ratio)
 
 
 def content_report(videos: Sequence[np.ndarray], labels: Optional[Sequence[int]] = None, min_area: float = 0.01) -> dict:
     """Aggregate readings of ``videos`` (each ``uint8 [T, H, W, 3]``); accuracies need ``labels``.
 
     Returns ``num_videos``, ``single_object_frames`` and ``shape_consistency`` (means over videos),
-    ``track_rms`` and ``travel`` (medians over videos with a track; nan if none), and with labels
+    ``track_rms``, ``travel`` and ``size_ratio`` (medians over videos with a track; nan if none), and with labels
     ``colour_accuracy`` / ``shape_accuracy`` (fraction of videos whose reading matches the class).
     """
     readings = [read_video(v, min_area) for v in videos]
@@ -158,12 +164,14 @@ def content_report(videos: Sequence[np.ndarray], labels: Optional[Sequence[int]]
         raise ValueError("content_report needs at least one video")
     tracks = [r.track_rms for r in readings if np.isfinite(r.track_rms)]
     travels = [r.travel for r in readings if np.isfinite(r.travel)]
+    sizes = [r.size_ratio for r in readings if np.isfinite(r.size_ratio)]
     report = dict(
         num_videos=len(readings),
         single_object_frames=float(np.mean([r.single_object_frames for r in readings])),
         shape_consistency=float(np.mean([r.shape_consistency for r in readings])),
         track_rms=float(np.median(tracks)) if tracks else float("nan"),
         travel=float(np.median(travels)) if travels else float("nan"),
+        size_ratio=float(np.median(sizes)) if sizes else float("nan"),
     )
     if labels is not None:
         labels = [int(l) for l in labels]
@@ -229,7 +237,7 @@ def load_synthetic_model(path: str, bindings: Sequence[str] = (), device: Option
 
 def format_report(name: str, report: dict) -> str:
     """One line: ``name`` then the report's accuracies and rates, e.g. ``samples   colour_accuracy=1.000 ...``."""
-    keys = ("colour_accuracy", "shape_accuracy", "single_object_frames", "shape_consistency", "track_rms", "travel")
+    keys = ("colour_accuracy", "shape_accuracy", "single_object_frames", "shape_consistency", "track_rms", "travel", "size_ratio")
     return f"{name:<10}" + "  ".join(f"{k}={report[k]:.3f}" for k in keys if k in report)
 
 
