@@ -43,7 +43,7 @@ flags.DEFINE_integer("train_videos", 20000, "pre-rendered training videos (synth
 flags.DEFINE_integer("eval_videos", 36, "held-out videos (indices 1,000 on, as the motion_retention CLI).")
 flags.DEFINE_integer("eval_every", 500, "steps between evaluations (and after the last step).")
 flags.DEFINE_integer("sample_steps", 64, "also sample level 0 with this many Heun steps for the held-out labels and "
-                     "report the samples' median travel (0: skip).")
+                     "report the samples' median travel and size ratio (0: skip).")
 flags.DEFINE_integer("threads", 1, "torch threads (1: two runs side by side on two cores).")
 flags.DEFINE_integer("seed", 0, "seed of the initialisation, batches and training noise.")
 flags.DEFINE_string("output", None, "also append the JSON lines here.")
@@ -63,7 +63,7 @@ def v_space_loss(model, coords, x0, labels, sigma, noise):
 @torch.no_grad()
 def evaluate(model, coords, clean, labels, sample_steps: int = 0) -> dict:
     from hpdm.metrics.label_sensitivity import level0_denoiser
-    from hpdm.metrics.motion_retention import measure, sample_level0, size_ratios, travels
+    from hpdm.metrics.motion_retention import measure, read_columns, sample_level0
 
     was_training = model.training
     model.eval()
@@ -71,10 +71,10 @@ def evaluate(model, coords, clean, labels, sample_steps: int = 0) -> dict:
     retention = measure(denoise, clean, labels, EVAL_SIGMAS, repeats=2, seed=0)
     extra = {}
     if sample_steps > 0:
-        sampled = sample_level0(denoise, labels, clean.shape[1:], model.schedule.sigma_range(0), sample_steps, seed=0)
+        read = read_columns(sample_level0(denoise, labels, clean.shape[1:], model.schedule.sigma_range(0), sample_steps))
         extra = dict(
-            sample_travel=round(float(np.nanmedian(travels(sampled))), 3),
-            sample_size_ratio=round(float(np.nanmedian(size_ratios(sampled))), 3),
+            sample_travel=round(float(np.nanmedian(read["travel"])), 3),
+            sample_size_ratio=round(float(np.nanmedian(read["size_ratio"])), 3),
         )
     gen = torch.Generator().manual_seed(0)
     mse = []

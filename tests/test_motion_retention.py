@@ -112,6 +112,11 @@ def test_cli_on_the_shipped_quickstart_model(tmp_path):
     assert "sigma    ratio" in out.stdout
 
 
+def test_cli_refuses_start_sigmas_without_sampling():
+    out = _cli("--model=pretrained/quickstart", "--sample_from_sigmas=2")
+    assert out.returncode != 0 and "--sample_from_sigmas needs --sample_steps" in out.stderr
+
+
 def test_cli_rejects_an_unconditional_model(tmp_path):
     from model_utils import write_export
 

@@ -72,8 +72,7 @@ class NoiseSchedule:
 
     def check_num_levels(self, num_levels: int) -> None:
         """Raise ``ValueError`` if per-level settings do not fit a ``num_levels`` pyramid."""
-        self._per_level(self.p_mean, "p_mean", num_levels)
-        self._per_level(self.p_std, "p_std", num_levels)
+        self.log_normal(num_levels)
 
     def log_normal(self, num_levels: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-level ``(p_mean, p_std)`` ``[num_levels]`` of the training noise of Eq. 4 (EDM's log-normal,

@@ -49,18 +49,25 @@ class Retention:
     frame_mse: list            # squared error of the prediction per level-0 frame, all pairs
 
 
+def read_columns(videos: torch.Tensor) -> dict[str, np.ndarray]:
+    """The probe's ``travel`` and ``size_ratio`` of each video ``[B, 3, t, h, w]`` in [-1, 1], each video
+    read once (nan where fewer than two frames hold one object)."""
+    readings = [read_video(f) for f in to_uint8(videos.detach()).numpy()]
+    return {
+        name: np.array([getattr(r, name) for r in readings], dtype=np.float64) for name in ("travel", "size_ratio")
+    }
+
+
 def travels(videos: torch.Tensor) -> np.ndarray:
     """The probe's ``travel`` of each video ``[B, 3, t, h, w]`` in [-1, 1] (nan where fewer than two
     frames hold one object)."""
-    frames = to_uint8(videos.detach()).numpy()
-    return np.array([read_video(f).travel for f in frames], dtype=np.float64)
+    return read_columns(videos)["travel"]
 
 
 def size_ratios(videos: torch.Tensor) -> np.ndarray:
     """The probe's ``size_ratio`` of each video ``[B, 3, t, h, w]`` in [-1, 1]: largest over smallest
     object area among its single-object frames (nan where fewer than two)."""
-    frames = to_uint8(videos.detach()).numpy()
-    return np.array([read_video(f).size_ratio for f in frames], dtype=np.float64)
+    return read_columns(videos)["size_ratio"]
 
 
 def real_level0_videos(source, pyramid, first: int, count: int, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,32 +187,34 @@ def format_level0_samples(denoise, clean, labels, sigma_range, num_steps: int, s
     """The CLI's sampling lines: level-0 samples from pure noise for the real videos' labels, then
     from the real videos noised to each of ``from_sigmas``; median travel (with the median ratio to
     the video's own travel where both read) and median size ratio."""
-    real = travels(clean)
+    real = read_columns(clean)
     lines = [
         f"level-0 samples, {num_steps} Heun steps, the real videos' labels (real: travel "
-        f"{float(np.nanmedian(real)):.3f}, size ratio {float(np.nanmedian(size_ratios(clean))):.3f}):"
+        f"{float(np.nanmedian(real['travel'])):.3f}, size ratio {float(np.nanmedian(real['size_ratio'])):.3f}):"
     ]
     for start in [None] + [(clean, s) for s in from_sigmas]:
-        videos = sample_level0(denoise, labels, clean.shape[1:], sigma_range, num_steps, seed, start)
-        t = travels(videos)
-        ok = np.isfinite(t) & np.isfinite(real) & (real > 0)
+        read = read_columns(sample_level0(denoise, labels, clean.shape[1:], sigma_range, num_steps, seed, start))
+        t = read["travel"]
+        ok = np.isfinite(t) & np.isfinite(real["travel"]) & (real["travel"] > 0)
         what = "from noise" if start is None else f"from the videos at sigma {start[1]:g}"
-        ratio = f" (ratio {float(np.median(t[ok] / real[ok])):.3f})" if start is not None and ok.any() else ""
+        ratio = f" (ratio {float(np.median(t[ok] / real['travel'][ok])):.3f})" if start is not None and ok.any() else ""
         lines.append(
             f"  {what:<28} travel {float(np.nanmedian(t)):.3f}{ratio}  size ratio "
-            f"{float(np.nanmedian(size_ratios(videos))):.3f}  readable {int(np.isfinite(t).sum())}/{len(t)}"
+            f"{float(np.nanmedian(read['size_ratio'])):.3f}  readable {int(np.isfinite(t).sum())}/{len(t)}"
         )
     return "\n".join(lines)
 
 
 def main(argv) -> None:
-    from absl import flags
+    from absl import app, flags
 
     from hpdm.data.synthetic import SyntheticVideos
     from hpdm.metrics.synthetic_content import load_synthetic_model
 
     del argv
     f = flags.FLAGS
+    if f.sample_from_sigmas and f.sample_steps <= 0:
+        raise app.UsageError("--sample_from_sigmas needs --sample_steps > 0")
     model = load_synthetic_model(f.model, f.gin_param, f.device)
     source = SyntheticVideos()  # the settings the model was trained on (its config is parsed)
     clean, labels = real_level0_videos(source, model.pyramid, f.first_index, f.num_videos)
@@ -226,7 +235,7 @@ def run() -> None:
     define_level0_flags(36, "real synthetic videos.")
     flags.DEFINE_integer("repeats", 2, "noise draws per video and sigma.")
     flags.DEFINE_integer("sample_steps", 0, "also sample level 0 for the real videos' labels with this many Heun "
-                         "steps and print the samples' median travel (0: skip).")
+                         "steps and print the samples' median travel and size ratio (0: skip).")
     flags.DEFINE_list("sample_from_sigmas", [], "with --sample_steps: also sample from the real videos noised to "
                       "these sigmas (SDEdit-style) and print how much of their travel the samples keep.")
     app.run(main)
