@@ -46,9 +46,9 @@ def _config(num_classes: int, target=TARGET) -> str:
     )
 
 
-def _workdir(root, num_classes=0, target=TARGET, saved_target=None):
+def _workdir(root, num_classes=0, target=TARGET, saved_target=None, seed=0):
     """A training workdir with config.gin and one checkpoint (EMA and raw weights)."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = HPDM(
         target_res=saved_target or target, patch_res=(2, 4, 4), token_size=(1, 2, 2), token_dim=16, latent_dim=16,
         num_latents=4, num_blocks=3, latent_layers_per_block=1, head_dim=8, num_classes=num_classes,
@@ -162,3 +162,35 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="LevelSchedul"):
         _sample_inprocess(f"--workdir={cls_dir}", out, "--gin_param=LevelSchedul.rho=3")
     assert not os.path.exists(f"{tmp_path}/o")  # nothing written on bad input
+
+
+def test_autoguidance_flags(tmp_path):
+    from hpdm.core import load_pretrained
+    from hpdm.samplers import Autoguidance, LevelSchedule, sample_videos
+
+    good, weak = _workdir(tmp_path / "good", num_classes=3), _workdir(tmp_path / "weak", num_classes=3, seed=1)
+    args = ["--num_videos=2", "--seed=3", "--class_label=1", "--overlap=hw"]
+    _sample_inprocess(f"--workdir={good}", f"--output_dir={tmp_path}/plain", *args)
+    _sample_inprocess(
+        f"--workdir={good}", f"--output_dir={tmp_path}/guided", *args, f"--guide_model={weak}",
+        "--autoguidance_scale=2.5", "--autoguidance_levels=0,1", "--autoguidance_sigmas=0.5,20",
+    )
+    guide = load_pretrained(weak)
+    model = load_pretrained(good)
+    gin.clear_config()
+    schedule = LevelSchedule(num_steps=[3, 2, 2])
+    expected = sample_videos(
+        model, 2, 3, labels=1, overlap="hw", level_schedule=schedule,
+        autoguidance=Autoguidance(guide, 2.5, levels=[0, 1], sigma_min=0.5, sigma_max=20.0),
+    )
+    for i in range(2):
+        np.testing.assert_array_equal(np.load(tmp_path / "guided" / f"video_{i:04d}.npy"), expected[i].numpy())
+    plain = np.stack([np.load(tmp_path / "plain" / f"video_{i:04d}.npy") for i in range(2)])
+    assert not np.array_equal(plain, expected.numpy())
+    # A guide of another conditioning, or a malformed interval: clear errors, nothing written.
+    other = _workdir(tmp_path / "other", num_classes=5)
+    with pytest.raises(ValueError, match="num_classes 5 != 3"):
+        _sample_inprocess(f"--workdir={good}", f"--output_dir={tmp_path}/o", f"--guide_model={other}")
+    with pytest.raises(ValueError, match="'lo,hi'"):
+        _sample_inprocess(f"--workdir={good}", f"--output_dir={tmp_path}/o", f"--guide_model={weak}", "--autoguidance_sigmas=1")
+    assert not os.path.exists(f"{tmp_path}/o")

@@ -204,3 +204,96 @@ def test_given_levels_are_kept_and_condition_the_rest():
         sample_videos(model, 3, seed=0, level_schedule=FAST, given_levels=[g0])
     out = sample_videos(model, 2, seed=0, level_schedule=FAST, overlap="hw", given_levels=[g0])
     assert out.shape == (2, *pyramid.target_res, 3)
+
+
+def _level0_inputs(model, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 3, 2, 4, 4, generator=gen, dtype=torch.float64)
+    coords = model.pyramid.coords(0, (0, 0, 0)).double().expand(3, 6)
+    return x, coords
+
+
+def _level0(model, x, coords, sigma, labels):
+    return model(x[:, None], coords[:, None], sigma[:, None], {"label": labels})[:, 0]
+
+
+def test_autoguidance_formula_with_and_without_cfg():
+    from hpdm.samplers import Autoguidance
+
+    good, weak = tiny(num_classes=3, seed=0), tiny(num_classes=3, seed=1)
+    x, coords = _level0_inputs(good)
+    sigma = torch.full((3,), 1.5, dtype=torch.float64)
+    labels, null = torch.tensor([0, 2, 1]), torch.tensor([3, 3, 3])
+    out = HPDMTileModel(good, autoguidance=Autoguidance(weak, scale=2.5)).denoise(x, sigma, coords, 0, None, {"label": labels})
+    g, w = _level0(good, x, coords, sigma, labels), _level0(weak, x, coords, sigma, labels)
+    torch.testing.assert_close(out, w + 2.5 * (g - w), rtol=1e-12, atol=1e-12)
+    # With classifier-free guidance g = 2 both models are guided first.
+    out = HPDMTileModel(good, guidance_scale=2.0, autoguidance=Autoguidance(weak, scale=2.5)).denoise(
+        x, sigma, coords, 0, None, {"label": labels}
+    )
+    g_cfg = _level0(good, x, coords, sigma, null) + 2.0 * (g - _level0(good, x, coords, sigma, null))
+    w_cfg = _level0(weak, x, coords, sigma, null) + 2.0 * (w - _level0(weak, x, coords, sigma, null))
+    torch.testing.assert_close(out, w_cfg + 2.5 * (g_cfg - w_cfg), rtol=1e-12, atol=1e-12)
+
+
+def test_autoguidance_sigma_interval_and_levels():
+    from hpdm.samplers import Autoguidance
+
+    good, weak = tiny(num_classes=3, seed=0), tiny(num_classes=3, seed=1)
+    x, coords = _level0_inputs(good)
+    labels = torch.tensor([0, 2, 1])
+    sigma = torch.tensor([0.5, 2.0, 8.0], dtype=torch.float64)  # below, inside, above [1, 4]
+    tm = HPDMTileModel(good, autoguidance=Autoguidance(weak, scale=3.0, sigma_min=1.0, sigma_max=4.0))
+    out = tm.denoise(x, sigma, coords, 0, None, {"label": labels})
+    g, w = _level0(good, x, coords, sigma, labels), _level0(weak, x, coords, sigma, labels)
+    assert torch.equal(out[[0, 2]], g[[0, 2]])
+    torch.testing.assert_close(out[1], w[1] + 3.0 * (g[1] - w[1]), rtol=1e-12, atol=1e-12)
+    # Outside the interval the weak model is not run at all.
+    before = weak.level_block_evaluations
+    tm.denoise(x, torch.full((3,), 8.0, dtype=torch.float64), coords, 0, None, {"label": labels})
+    assert weak.level_block_evaluations == before
+    # A level it does not cover: the guided model alone.
+    only1 = HPDMTileModel(good, autoguidance=Autoguidance(weak, scale=3.0, levels=[1]))
+    assert torch.equal(only1.denoise(x, sigma, coords, 0, None, {"label": labels}), g)
+
+
+def test_autoguidance_sampling():
+    import copy
+
+    from hpdm.samplers import Autoguidance
+
+    good, weak = tiny(num_classes=5, seed=0), tiny(num_classes=5, seed=1)
+    kwargs = dict(labels=[1, 3], level_schedule=LevelSchedule(num_steps=[2, 2, 2]), overlap="fhw", tile_batch_size=64)
+    plain = sample_videos(good, 2, seed=0, **kwargs)
+    # Scale 1, or a weak model identical to the guided one, change nothing.
+    assert torch.equal(plain, sample_videos(good, 2, seed=0, autoguidance=Autoguidance(weak, scale=1.0), **kwargs))
+    twin = copy.deepcopy(good)
+    assert torch.equal(plain, sample_videos(good, 2, seed=0, autoguidance=Autoguidance(twin, scale=3.0, levels=[0, 1, 2]), **kwargs))
+    # On every level, cached (each model with its own cached context) == uncached.
+    guide = Autoguidance(weak, scale=2.0, levels=[0, 1, 2])
+    weak.train()
+    cached = sample_videos(good, 2, seed=0, autoguidance=guide, **kwargs)
+    assert weak.training  # its mode is restored
+    uncached = sample_videos(good, 2, seed=0, autoguidance=guide, cached=False, **kwargs)
+    assert torch.equal(cached, uncached)
+    assert not torch.equal(cached, plain)
+    with_cfg = sample_videos(good, 2, seed=0, autoguidance=guide, guidance_scale=2.0, **kwargs)
+    assert torch.equal(with_cfg, sample_videos(good, 2, seed=0, autoguidance=guide, guidance_scale=2.0, cached=False, **kwargs))
+
+
+def test_autoguidance_refuses_a_mismatched_model():
+    from hpdm.samplers import Autoguidance
+
+    good = tiny(num_classes=5)
+    with pytest.raises(ValueError, match="num_classes 3 != 5"):
+        HPDMTileModel(good, autoguidance=Autoguidance(tiny(num_classes=3)))
+    other = HPDM(target_res=(2, 8, 8), patch_res=(2, 4, 4), token_size=(1, 2, 2), token_dim=16, latent_dim=16,
+                 num_latents=4, num_blocks=2, latent_layers_per_block=1, head_dim=8, num_classes=5)
+    with pytest.raises(ValueError, match="target_res"):
+        HPDMTileModel(good, autoguidance=Autoguidance(other))
+    with pytest.raises(ValueError, match="level 3 is not in"):
+        HPDMTileModel(good, autoguidance=Autoguidance(tiny(num_classes=5, seed=1), levels=[3]))
+    with pytest.raises(ValueError, match="sigma_min <= sigma_max"):
+        Autoguidance(good, sigma_min=4.0, sigma_max=1.0)
+    with pytest.raises(ValueError, match="finite"):
+        Autoguidance(good, scale=float("nan"))

@@ -108,13 +108,25 @@ def measure(
     return results
 
 
-def level0_denoiser(model, device=None) -> Denoiser:
-    """``Denoiser`` of an ``HPDM``'s level 0: the whole video, no ancestors (Sec. 4.1; Eq. 4 with one level)."""
+def level0_denoiser(model, device=None, autoguidance=None) -> Denoiser:
+    """``Denoiser`` of an ``HPDM``'s level 0: the whole video, no ancestors (Sec. 4.1; Eq. 4 with one level).
+
+    With ``autoguidance`` (``hpdm.samplers.Autoguidance`` covering level 0) it is the sampler's guided
+    level-0 denoiser instead.
+    """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     coords = model.pyramid.coords(0, (0, 0, 0)).to(device)
+    if autoguidance is not None:
+        from hpdm.samplers.guidance import HPDMTileModel
+
+        tile_model = HPDMTileModel(model, autoguidance=autoguidance)
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
+        if autoguidance is not None:
+            return tile_model.denoise(
+                x.to(device), sigma.to(device), coords.expand(batch, -1), 0, None, {"label": labels.to(device)}
+            )
         out = model(
             x[:, None].to(device), coords.expand(batch, 1, -1), sigma[:, None].to(device),
             {"label": labels.to(device)},

@@ -210,15 +210,17 @@ def main(argv) -> None:
 
     from hpdm.data.synthetic import SyntheticVideos
     from hpdm.metrics.synthetic_content import load_synthetic_model
+    from hpdm.samplers.guidance import autoguidance_from_flags, load_guide_model
 
     del argv
     f = flags.FLAGS
     if f.sample_from_sigmas and f.sample_steps <= 0:
         raise app.UsageError("--sample_from_sigmas needs --sample_steps > 0")
+    guide = load_guide_model(f.device)  # first: the guided model's config must stay in force
     model = load_synthetic_model(f.model, f.gin_param, f.device)
     source = SyntheticVideos()  # the settings the model was trained on (its config is parsed)
     clean, labels = real_level0_videos(source, model.pyramid, f.first_index, f.num_videos)
-    denoise = level0_denoiser(model)
+    denoise = level0_denoiser(model, autoguidance=autoguidance_from_flags(guide))
     results = measure(denoise, clean, labels, [float(s) for s in f.sigmas], f.repeats, f.seed)
     table = format_table(results)
     if f.sample_steps > 0:
@@ -232,7 +234,10 @@ def main(argv) -> None:
 def run() -> None:
     from absl import app, flags
 
+    from hpdm.samplers.guidance import define_autoguidance_flags
+
     define_level0_flags(36, "real synthetic videos.")
+    define_autoguidance_flags()
     flags.DEFINE_integer("repeats", 2, "noise draws per video and sigma.")
     flags.DEFINE_integer("sample_steps", 0, "also sample level 0 for the real videos' labels with this many Heun "
                          "steps and print the samples' median travel and size ratio (0: skip).")

@@ -249,9 +249,11 @@ def main(argv: Sequence[str]) -> None:
     from absl import flags, logging
 
     from hpdm.pyramid import level_video
+    from hpdm.samplers.guidance import autoguidance_from_flags, load_guide_model
     from hpdm.samplers.hierarchical import sample_videos, to_uint8
 
     f = flags.FLAGS
+    guide = load_guide_model(f.device)  # first: the guided model's config must stay in force
     model = load_synthetic_model(f.model, f.gin_param, f.device)
     num_classes = int(model.num_classes)
     labels = [c for c in range(num_classes) for _ in range(f.videos_per_class)]
@@ -274,6 +276,7 @@ def main(argv: Sequence[str]) -> None:
     fake = sample_videos(
         model, len(labels), f.seed, labels=torch.tensor(labels), guidance_scale=f.guidance_scale,
         batch_size=f.batch_size, tile_batch_size=f.tile_batch_size, progress=progress, given_levels=given,
+        autoguidance=autoguidance_from_flags(guide),
     ).numpy()
     real = list(to_uint8(real).numpy())
     results = {"real": content_report(real, labels), "samples": content_report(list(fake), labels)}
@@ -281,7 +284,8 @@ def main(argv: Sequence[str]) -> None:
     print(format_report("samples", results["samples"]))
     if f.output:
         with open(f.output, "w") as fh:
-            meta = dict(labels=labels, guidance_scale=f.guidance_scale, seed=f.seed, real_levels=f.real_levels)
+            meta = dict(labels=labels, guidance_scale=f.guidance_scale, seed=f.seed, real_levels=f.real_levels,
+                        guide_model=f.guide_model, autoguidance_scale=f.autoguidance_scale if f.guide_model else None)
             json.dump(dict(results, **meta), fh, indent=1)
         if f.save_videos:
             np.save(f.output.rsplit(".", 1)[0] + "_videos.npy", fake)
@@ -290,7 +294,10 @@ def main(argv: Sequence[str]) -> None:
 def run() -> None:
     from absl import app, flags
 
+    from hpdm.samplers.guidance import define_autoguidance_flags
+
     flags.DEFINE_string("model", None, "training workdir or exported model directory.")
+    define_autoguidance_flags()
     flags.DEFINE_integer("videos_per_class", 2, "sampled videos per class label.")
     flags.DEFINE_integer("seed", 0, "sampling seed.")
     flags.DEFINE_float("guidance_scale", 1.0, "classifier-free guidance scale (1 = none).")

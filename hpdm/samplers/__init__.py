@@ -1,4 +1,5 @@
-"""Sampling: EDM steppers, per-level schedules, tiled overlapped cached denoising, guidance (Sec. 4.4, 4.5).
+"""Sampling: EDM steppers, per-level schedules, tiled overlapped cached denoising, guidance
+(Sec. 4.4, 4.5; classifier-free guidance and autoguidance).
 
 Entry points: ``sample_videos(model, num_videos, seed, ...)`` (an ``HPDM`` in memory),
 ``sample_videos_from_workdir(workdir, ...)`` (a training workdir or an export), and
@@ -6,7 +7,7 @@ Entry points: ``sample_videos(model, num_videos, seed, ...)`` (an ``HPDM`` in me
 """
 
 from hpdm.samplers.bench import time_level_step
-from hpdm.samplers.guidance import HPDMTileModel, null_cond
+from hpdm.samplers.guidance import Autoguidance, HPDMTileModel, null_cond
 from hpdm.samplers.hierarchical import (
     VideoNoise,
     resolve_labels,
@@ -28,6 +29,7 @@ from hpdm.samplers.steppers import (
 from hpdm.samplers.tiled import LevelDenoiser, OverlapSampler, TileModel
 
 __all__ = [
+    "Autoguidance",
     "HPDMTileModel",
     "LevelDenoiser",
     "LevelSchedule",

@@ -13,13 +13,88 @@ Classifier-free guidance (Ho & Salimans 2022) runs the conditional and the null 
 ``x0 = x0_null + g (x0_cond - x0_null)``, so ``g = 1`` is plain conditional sampling (and skips the
 null rows) and ``g = 0`` is unconditional. The null rows get their own cached context, because the
 conditioning enters the ancestors' blocks too.
+
+Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself"; not in
+the HPDM paper) extrapolates away from a second, weaker model of the same pyramid:
+``x0 = x0_weak + w (x0 - x0_weak)``, on chosen levels and within a sigma interval. With classifier-free
+guidance too, both models are guided first, so the result stays linear in the four predictions.
+The weak model's errors decide what it amplifies: ``pretrained/quickstart/README.md`` measures it on
+the quickstart's level 0.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 import torch
+
+
+@dataclass(frozen=True)
+class Autoguidance:
+    """What ``HPDMTileModel`` extrapolates away from (Karras et al. 2024).
+
+    Args:
+      model: the weak ``HPDM``: the same pyramid, channels and conditioning as the guided model.
+      scale: ``w`` in ``x0_weak + w (x0 - x0_weak)``; 1 leaves the guided model unchanged.
+      levels: the pyramid levels it applies to (default: level 0, where the whole video is decided).
+      sigma_min, sigma_max: it applies to the rows whose sigma (the level's model sigma, as the
+        stepper passes it) lies in ``[sigma_min, sigma_max]`` (Kynkaanniemi et al. 2024 limit guidance
+        to an interval); the weak model is not evaluated at steps outside it.
+    """
+
+    model: Any
+    scale: float = 2.0
+    levels: Sequence[int] = (0,)
+    sigma_min: float = 0.0
+    sigma_max: float = math.inf
+
+    def __post_init__(self):
+        object.__setattr__(self, "levels", tuple(int(level) for level in self.levels))
+        if not math.isfinite(self.scale):
+            raise ValueError(f"autoguidance scale must be finite, got {self.scale}")
+        if not 0.0 <= self.sigma_min <= self.sigma_max:
+            raise ValueError(f"need 0 <= sigma_min <= sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        if any(level < 0 for level in self.levels):
+            raise ValueError(f"autoguidance levels must be >= 0, got {self.levels}")
+
+    def check_compatible(self, model) -> None:
+        """Raise ``ValueError`` unless the weak model can stand in for ``model`` on the guided levels."""
+        weak = self.model
+        problems = []
+        for name in ("channels", "num_classes", "text_dim"):
+            if getattr(weak, name) != getattr(model, name):
+                problems.append(f"{name} {getattr(weak, name)} != {getattr(model, name)}")
+        for name in ("target_res", "patch_res"):
+            if tuple(getattr(weak.pyramid, name)) != tuple(getattr(model.pyramid, name)):
+                problems.append(f"pyramid {name} {tuple(getattr(weak.pyramid, name))} != {tuple(getattr(model.pyramid, name))}")
+        top = max(self.levels, default=-1)
+        if top >= model.pyramid.num_levels:
+            problems.append(f"level {top} is not in the model's {model.pyramid.num_levels}-level pyramid")
+        elif not problems:
+            # Ancestors are fed to both models at the guided model's context sigmas.
+            for level in range(top + 1):
+                ours, theirs = model.schedule.input_scale(level), weak.schedule.input_scale(level)
+                if not math.isclose(ours, theirs, rel_tol=1e-6):
+                    problems.append(f"level {level} input scale {theirs} != {ours}")
+        if problems:
+            raise ValueError("the autoguidance model does not match the guided model: " + "; ".join(problems))
+
+    def applies(self, level: int) -> bool:
+        return self.scale != 1.0 and level in self.levels
+
+    def rows(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Boolean ``[N]``: the rows inside the sigma interval."""
+        return (sigma >= self.sigma_min) & (sigma <= self.sigma_max)
+
+
+@dataclass
+class _GuidedContext:
+    """The two models' contexts for one tile batch of an autoguided level."""
+
+    main: Any
+    weak: Any
 
 
 def null_cond(model, cond: dict) -> dict:
@@ -53,12 +128,21 @@ class HPDMTileModel:
       model: an ``hpdm.core.HPDM`` (in eval mode).
       cached: use context caching (Sec. 4.5); False runs every lower level at every step.
       guidance_scale: classifier-free guidance scale ``g`` (1 = none).
+      autoguidance: a weaker model to extrapolate away from (``Autoguidance``); None = none.
     """
 
-    def __init__(self, model, cached: bool = True, guidance_scale: float = 1.0):
+    def __init__(self, model, cached: bool = True, guidance_scale: float = 1.0, autoguidance: Optional[Autoguidance] = None):
         self.model = model
         self.cached = cached
         self.guidance_scale = float(guidance_scale)
+        self.autoguidance = autoguidance
+        self._weak = None
+        if autoguidance is not None:
+            autoguidance.check_compatible(model)
+            self._weak = HPDMTileModel(autoguidance.model, cached=cached, guidance_scale=guidance_scale)
+
+    def _autoguided(self, level: int) -> bool:
+        return self.autoguidance is not None and self.autoguidance.applies(level)
 
     def _guided(self, cond: Optional[dict]) -> bool:
         return cond is not None and len(cond) > 0 and self.guidance_scale != 1.0
@@ -71,6 +155,14 @@ class HPDMTileModel:
     def context(self, level: int, x_anc, coords_anc, coords, cond) -> Any:
         if level == 0:
             return None
+        if self._autoguided(level):
+            return _GuidedContext(
+                self._own_context(level, x_anc, coords_anc, coords, cond),
+                self._weak.context(level, x_anc, coords_anc, coords, cond),
+            )
+        return self._own_context(level, x_anc, coords_anc, coords, cond)
+
+    def _own_context(self, level: int, x_anc, coords_anc, coords, cond) -> Any:
         if self._guided(cond):
             x_anc, coords_anc, coords = (torch.cat([t, t]) for t in (x_anc, coords_anc, coords))
             cond = concat_cond(cond, null_cond(self.model, cond))
@@ -81,6 +173,18 @@ class HPDMTileModel:
 
     @torch.no_grad()
     def denoise(self, x, sigma, coords, level: int, context: Any, cond) -> torch.Tensor:
+        if not self._autoguided(level):
+            return self._cfg_denoise(x, sigma, coords, level, context, cond)
+        main, weak = (context.main, context.weak) if isinstance(context, _GuidedContext) else (context, context)
+        x0 = self._cfg_denoise(x, sigma, coords, level, main, cond)
+        rows = self.autoguidance.rows(sigma)
+        if not bool(rows.any()):
+            return x0
+        x0_weak = self._weak.denoise(x, sigma, coords, level, weak, cond)
+        guided = x0_weak + self.autoguidance.scale * (x0 - x0_weak)
+        return torch.where(rows.view(-1, *([1] * (x0.dim() - 1))), guided, x0)
+
+    def _cfg_denoise(self, x, sigma, coords, level: int, context: Any, cond) -> torch.Tensor:
         guided = self._guided(cond)
         if guided:
             x, sigma, coords = torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([coords, coords])
@@ -102,3 +206,46 @@ class HPDMTileModel:
                 ss = torch.cat([sigma_anc, sigma[:, None]], dim=1)
             return self.model(xs, cs, ss, cond)[:, -1]
         return self.model.denoise_level(x, sigma, coords, level, context, cond)
+
+
+def define_autoguidance_flags() -> None:
+    """The absl flags of the sampling CLIs that turn autoguidance on (``--guide_model``)."""
+    from absl import flags
+
+    flags.DEFINE_string("guide_model", None, "autoguidance: the weak model (training workdir or export) to "
+                        "extrapolate away from; none by default.")
+    flags.DEFINE_float("autoguidance_scale", 2.0, "with --guide_model: x0 = x0_weak + scale * (x0 - x0_weak).")
+    flags.DEFINE_list("autoguidance_levels", ["0"], "with --guide_model: the pyramid levels it applies to.")
+    flags.DEFINE_list("autoguidance_sigmas", [], "with --guide_model: 'lo,hi', the sigma interval it applies "
+                      "in (default: every step).")
+
+
+def load_guide_model(device=None):
+    """The weak model named by ``--guide_model`` (EMA weights), or None.
+
+    Call it before loading the guided model: loading a model replaces the process's gin config with
+    its own, and the guided model's config (sampler steps, data settings) must be the one left in force.
+    """
+    from absl import flags
+
+    from hpdm.core import load_pretrained
+
+    path = flags.FLAGS.guide_model
+    if not path:
+        return None
+    model = load_pretrained(path, use_ema=True)
+    return model.to(device) if device else model
+
+
+def autoguidance_from_flags(weak_model) -> Optional[Autoguidance]:
+    """``Autoguidance`` from ``define_autoguidance_flags``'s flags around ``weak_model`` (None: none)."""
+    from absl import flags
+
+    f = flags.FLAGS
+    if weak_model is None:
+        return None
+    sigmas = [float(s) for s in f.autoguidance_sigmas]
+    if sigmas and len(sigmas) != 2:
+        raise ValueError(f"--autoguidance_sigmas takes 'lo,hi', got {f.autoguidance_sigmas}")
+    lo, hi = sigmas if sigmas else (0.0, math.inf)
+    return Autoguidance(weak_model, f.autoguidance_scale, [int(level) for level in f.autoguidance_levels], lo, hi)

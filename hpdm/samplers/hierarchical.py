@@ -20,7 +20,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from hpdm.pyramid import Pyramid
-from hpdm.samplers.guidance import HPDMTileModel
+from hpdm.samplers.guidance import Autoguidance, HPDMTileModel
 from hpdm.samplers.schedule import LevelSchedule
 from hpdm.samplers.steppers import get_sampler
 from hpdm.samplers.tiled import OverlapSampler, TileModel
@@ -205,6 +205,7 @@ def sample_videos(
     context_noise: bool = True,
     progress: Optional[Progress] = None,
     given_levels: Optional[Sequence[torch.Tensor]] = None,
+    autoguidance: Optional[Autoguidance] = None,
 ) -> torch.Tensor:
     """Sample ``num_videos`` full-resolution videos from an ``HPDM``; returns ``uint8 [N, T, H, W, C]``.
 
@@ -223,6 +224,8 @@ def sample_videos(
       batch_size: videos generated together.
       given_levels: clean ``[N, C, *level_res]`` videos (in [-1, 1]) of levels ``0..k-1`` to condition
         on instead of generating them (see ``sample_pyramid``).
+      autoguidance: extrapolate away from a weaker model on some levels (``Autoguidance``; its model is
+        moved to ``device`` and put in eval mode for the call).
     """
     if num_videos < 0:
         raise ValueError(f"num_videos must be >= 0, got {num_videos}")
@@ -237,12 +240,17 @@ def sample_videos(
     param = next(model.parameters())
     device = torch.device(param.device if device is None else device)
     pyramid = model.pyramid
-    tile_model = HPDMTileModel(model, cached=cached, guidance_scale=guidance_scale)
+    if autoguidance is not None:
+        autoguidance.model.to(device=device, dtype=param.dtype)
+    tile_model = HPDMTileModel(model, cached=cached, guidance_scale=guidance_scale, autoguidance=autoguidance)
     sampler = OverlapSampler(tile_batch_size=tile_batch_size, offload_cache=offload_cache)
     if overlap is not None:
         sampler.overlap = overlap
     was_training = model.training
+    weak_was_training = autoguidance is not None and autoguidance.model.training
     model.eval()
+    if autoguidance is not None:
+        autoguidance.model.eval()
     out = []
     try:
         for start in range(0, num_videos, batch_size):
@@ -273,6 +281,8 @@ def sample_videos(
             out.append(to_uint8(videos))
     finally:
         model.train(was_training)
+        if autoguidance is not None:
+            autoguidance.model.train(weak_was_training)
     if not out:
         t, h, w = pyramid.target_res
         return torch.zeros(0, t, h, w, model.channels, dtype=torch.uint8)

@@ -12,6 +12,10 @@ Usage::
     # Text-to-video (the prompt goes through the text encoder named in the run's config).
     hpdm-sample --workdir=runs/t2v --output_dir=out --num_videos=1 --seed=3 --prompt="a red car"
 
+    # Autoguidance (Karras et al. 2024) of level 0 by a weaker model of the same pyramid.
+    hpdm-sample --workdir=pretrained/quickstart --output_dir=out --num_videos=4 \
+        --guide_model=pretrained/quickstart_run7 --autoguidance_scale=1.5
+
     # Fewer steps, uncached reference path, any gin binding of the sampler or model.
     hpdm-sample --workdir=runs/quickstart --output_dir=out --num_videos=2 --seed=0 --nocache \
         --gin_param="LevelSchedule.num_steps=[32, 8, 4]"
@@ -30,6 +34,8 @@ from __future__ import annotations
 import os
 
 from absl import app, flags, logging
+
+from hpdm.samplers.guidance import define_autoguidance_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "training workdir or exported model directory.")
@@ -51,6 +57,7 @@ flags.DEFINE_bool("use_ema", True, "use the EMA weights of a training workdir.")
 flags.DEFINE_float("fps", 8.0, "frame rate of the .mp4 and .gif files.")
 flags.DEFINE_string("device", None, "torch device (default: cuda if available, else cpu).")
 flags.DEFINE_string("export_dir", None, "export the model (config + EMA weights) here and exit.")
+define_autoguidance_flags()
 
 
 def _register_configurables() -> None:
@@ -152,9 +159,13 @@ def main(argv) -> None:
     if FLAGS.num_videos < 1:
         raise app.UsageError("--num_videos must be >= 1")
 
+    from hpdm.samplers.guidance import autoguidance_from_flags, load_guide_model
+
+    guide = load_guide_model()  # first: loading replaces the gin config, and the guided model's must stay
     model = load_model(FLAGS.workdir, FLAGS.use_ema, FLAGS.gin_param)
     device = torch.device(FLAGS.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device).eval()
+    autoguidance = autoguidance_from_flags(guide)
 
     cond = None
     labels = None
@@ -197,6 +208,7 @@ def main(argv) -> None:
         batch_size=FLAGS.batch_size,
         device=device,
         progress=progress,
+        autoguidance=autoguidance,
     )
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     for i, video in enumerate(videos):
