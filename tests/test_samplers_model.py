@@ -277,6 +277,15 @@ def test_autoguidance_sampling():
     uncached = sample_videos(good, 2, seed=0, autoguidance=guide, cached=False, **kwargs)
     assert torch.equal(cached, uncached)
     assert not torch.equal(cached, plain)
+    # Offloading moves both models' cached contexts (to the CPU here, so the videos stay the same).
+    assert torch.equal(cached, sample_videos(good, 2, seed=0, autoguidance=guide, offload_cache=True, **kwargs))
+    x_anc = torch.randn(2, 1, 3, 2, 4, 4, dtype=torch.float64)
+    coords = good.pyramid.coords(1, (0, 0, 0)).double().expand(2, 6)
+    context = HPDMTileModel(good, autoguidance=guide).context(1, x_anc, coords[:, None], coords, {"label": torch.tensor([1, 3])})
+    from hpdm.samplers.tiled import move
+
+    moved = move(context, "meta")
+    assert all(t.device.type == "meta" for part in (moved.main, moved.weak) for t in _tensors(part))
     with_cfg = sample_videos(good, 2, seed=0, autoguidance=guide, guidance_scale=2.0, **kwargs)
     assert torch.equal(with_cfg, sample_videos(good, 2, seed=0, autoguidance=guide, guidance_scale=2.0, cached=False, **kwargs))
 
@@ -297,3 +306,13 @@ def test_autoguidance_refuses_a_mismatched_model():
         Autoguidance(good, sigma_min=4.0, sigma_max=1.0)
     with pytest.raises(ValueError, match="finite"):
         Autoguidance(good, scale=float("nan"))
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for o in obj for t in _tensors(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _tensors(o)]
+    return [t for o in vars(obj).values() for t in _tensors(o)] if hasattr(obj, "__dict__") else []

@@ -96,6 +96,12 @@ class _GuidedContext:
     main: Any
     weak: Any
 
+    def to(self, device) -> "_GuidedContext":
+        """Both contexts on ``device`` (``OverlapSampler(offload_cache=True)`` moves contexts with ``.to``)."""
+        from hpdm.samplers.tiled import move
+
+        return _GuidedContext(move(self.main, device), move(self.weak, device))
+
 
 def null_cond(model, cond: dict) -> dict:
     """The null conditioning matching ``cond`` row for row: the null class, text with every token masked."""
