@@ -73,7 +73,7 @@ class Autoguidance:
         if top >= model.pyramid.num_levels:
             problems.append(f"level {top} is not in the model's {model.pyramid.num_levels}-level pyramid")
         elif not problems:
-            # Ancestors are fed to both models at the guided model's context sigmas.
+            # Both models denoise the same level inputs, scaled by the guided model's b_l (NoiseSchedule.input_scale).
             for level in range(top + 1):
                 ours, theirs = model.schedule.input_scale(level), weak.schedule.input_scale(level)
                 if not math.isclose(ours, theirs, rel_tol=1e-6):
