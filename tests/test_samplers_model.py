@@ -306,6 +306,8 @@ def test_autoguidance_refuses_a_mismatched_model():
         Autoguidance(good, sigma_min=4.0, sigma_max=1.0)
     with pytest.raises(ValueError, match="finite"):
         Autoguidance(good, scale=float("nan"))
+    with pytest.raises(ValueError, match="levels must be >= 0"):
+        Autoguidance(good, levels=[0, -1])
 
 
 def _tensors(obj):

@@ -109,29 +109,22 @@ def measure(
 
 
 def level0_denoiser(model, device=None, autoguidance=None) -> Denoiser:
-    """``Denoiser`` of an ``HPDM``'s level 0: the whole video, no ancestors (Sec. 4.1; Eq. 4 with one level).
+    """``Denoiser`` of an ``HPDM``'s level 0: the whole video, no ancestors (Sec. 4.1; Eq. 4 with one level),
+    evaluated as the sampler evaluates it (``HPDMTileModel`` at level 0).
 
     With ``autoguidance`` (``hpdm.samplers.Autoguidance`` covering level 0) it is the sampler's guided
-    level-0 denoiser instead.
+    level-0 denoiser.
     """
+    from hpdm.samplers.guidance import HPDMTileModel
+
     device = torch.device(device) if device is not None else next(model.parameters()).device
     coords = model.pyramid.coords(0, (0, 0, 0)).to(device)
-    if autoguidance is not None:
-        from hpdm.samplers.guidance import HPDMTileModel
-
-        tile_model = HPDMTileModel(model, autoguidance=autoguidance)
+    tile_model = HPDMTileModel(model, autoguidance=autoguidance)
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[0]
-        if autoguidance is not None:
-            return tile_model.denoise(
-                x.to(device), sigma.to(device), coords.expand(batch, -1), 0, None, {"label": labels.to(device)}
-            )
-        out = model(
-            x[:, None].to(device), coords.expand(batch, 1, -1), sigma[:, None].to(device),
-            {"label": labels.to(device)},
+        return tile_model.denoise(
+            x.to(device), sigma.to(device), coords.expand(x.shape[0], -1), 0, None, {"label": labels.to(device)}
         )
-        return out[:, 0]
 
     return denoise
 

@@ -210,17 +210,17 @@ def main(argv) -> None:
 
     from hpdm.data.synthetic import SyntheticVideos
     from hpdm.metrics.synthetic_content import load_synthetic_model
-    from hpdm.samplers.guidance import autoguidance_from_flags, load_guide_model
+    from hpdm.samplers.guidance import load_autoguidance
 
     del argv
     f = flags.FLAGS
     if f.sample_from_sigmas and f.sample_steps <= 0:
         raise app.UsageError("--sample_from_sigmas needs --sample_steps > 0")
-    guide = load_guide_model(f.device)  # first: the guided model's config must stay in force
+    autoguidance = load_autoguidance(f.device)  # first: the guided model's config must stay in force
     model = load_synthetic_model(f.model, f.gin_param, f.device)
     source = SyntheticVideos()  # the settings the model was trained on (its config is parsed)
     clean, labels = real_level0_videos(source, model.pyramid, f.first_index, f.num_videos)
-    denoise = level0_denoiser(model, autoguidance=autoguidance_from_flags(guide))
+    denoise = level0_denoiser(model, autoguidance=autoguidance)
     results = measure(denoise, clean, labels, [float(s) for s in f.sigmas], f.repeats, f.seed)
     table = format_table(results)
     if f.sample_steps > 0:

@@ -249,11 +249,11 @@ def main(argv: Sequence[str]) -> None:
     from absl import flags, logging
 
     from hpdm.pyramid import level_video
-    from hpdm.samplers.guidance import autoguidance_from_flags, load_guide_model
+    from hpdm.samplers.guidance import load_autoguidance
     from hpdm.samplers.hierarchical import sample_videos, to_uint8
 
     f = flags.FLAGS
-    guide = load_guide_model(f.device)  # first: the guided model's config must stay in force
+    autoguidance = load_autoguidance(f.device)  # first: the guided model's config must stay in force
     model = load_synthetic_model(f.model, f.gin_param, f.device)
     num_classes = int(model.num_classes)
     labels = [c for c in range(num_classes) for _ in range(f.videos_per_class)]
@@ -276,7 +276,7 @@ def main(argv: Sequence[str]) -> None:
     fake = sample_videos(
         model, len(labels), f.seed, labels=torch.tensor(labels), guidance_scale=f.guidance_scale,
         batch_size=f.batch_size, tile_batch_size=f.tile_batch_size, progress=progress, given_levels=given,
-        autoguidance=autoguidance_from_flags(guide),
+        autoguidance=autoguidance,
     ).numpy()
     real = list(to_uint8(real).numpy())
     results = {"real": content_report(real, labels), "samples": content_report(list(fake), labels)}

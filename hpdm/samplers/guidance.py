@@ -226,8 +226,9 @@ def define_autoguidance_flags() -> None:
                       "in (default: every step).")
 
 
-def load_guide_model(device=None):
-    """The weak model named by ``--guide_model`` (EMA weights), or None.
+def load_autoguidance(device=None) -> Optional[Autoguidance]:
+    """``Autoguidance`` from ``define_autoguidance_flags``'s flags, with the weak model named by
+    ``--guide_model`` (EMA weights) loaded on ``device``; None without ``--guide_model``.
 
     Call it before loading the guided model: loading a model replaces the process's gin config with
     its own, and the guided model's config (sampler steps, data settings) must be the one left in force.
@@ -236,22 +237,14 @@ def load_guide_model(device=None):
 
     from hpdm.core import load_pretrained
 
-    path = flags.FLAGS.guide_model
-    if not path:
-        return None
-    model = load_pretrained(path, use_ema=True)
-    return model.to(device) if device else model
-
-
-def autoguidance_from_flags(weak_model) -> Optional[Autoguidance]:
-    """``Autoguidance`` from ``define_autoguidance_flags``'s flags around ``weak_model`` (None: none)."""
-    from absl import flags
-
     f = flags.FLAGS
-    if weak_model is None:
+    if not f.guide_model:
         return None
     sigmas = [float(s) for s in f.autoguidance_sigmas]
     if sigmas and len(sigmas) != 2:
         raise ValueError(f"--autoguidance_sigmas takes 'lo,hi', got {f.autoguidance_sigmas}")
     lo, hi = sigmas if sigmas else (0.0, math.inf)
-    return Autoguidance(weak_model, f.autoguidance_scale, [int(level) for level in f.autoguidance_levels], lo, hi)
+    weak = load_pretrained(f.guide_model, use_ema=True)
+    if device:
+        weak.to(device)
+    return Autoguidance(weak, f.autoguidance_scale, [int(level) for level in f.autoguidance_levels], lo, hi)

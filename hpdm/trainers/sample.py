@@ -159,13 +159,12 @@ def main(argv) -> None:
     if FLAGS.num_videos < 1:
         raise app.UsageError("--num_videos must be >= 1")
 
-    from hpdm.samplers.guidance import autoguidance_from_flags, load_guide_model
+    from hpdm.samplers.guidance import load_autoguidance
 
-    guide = load_guide_model()  # first: loading replaces the gin config, and the guided model's must stay
+    autoguidance = load_autoguidance()  # first: loading replaces the gin config, and the guided model's must stay
     model = load_model(FLAGS.workdir, FLAGS.use_ema, FLAGS.gin_param)
     device = torch.device(FLAGS.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device).eval()
-    autoguidance = autoguidance_from_flags(guide)
 
     cond = None
     labels = None
