@@ -77,6 +77,9 @@ class HPDM(nn.Module):
       block_mixing: kernel of a ``LocalTokenMixing`` on every level's tokens after each block's
         write, so every read after the first also pools locally mixed tokens; None (the paper) by
         default. Zero-initialised, so adding it to a trained model keeps the model's function.
+      frame_latents: not in the paper: split the learned latents into one group per token frame; a
+        group reads and writes only its frame's tokens (the noise and conditioning latents still see
+        every token, and latent self-attention still mixes the groups). False (the paper) by default.
       token_dim: interface token width (Table 8 "Tokenization dim").
       latent_dim / num_latents: RIN latents per (sample, level) (Table 8).
       num_blocks / latent_layers_per_block: RIN depth.
@@ -97,6 +100,7 @@ class HPDM(nn.Module):
         token_size: Sequence[int] = (1, 4, 4),
         token_mixing: Sequence[int] | None = None,
         block_mixing: Sequence[int] | None = None,
+        frame_latents: bool = False,
         token_dim: int = 256,
         latent_dim: int = 256,
         num_latents: int = 128,
@@ -132,11 +136,17 @@ class HPDM(nn.Module):
         self.fusion = fusion
         self.activation_checkpointing = False
         self.level_block_evaluations = 0
+        self.frame_latents = frame_latents
+        self.num_latents = num_latents
 
         patch = self.pyramid.patch_res
         self.tokenizer = Tokenizer(channels, token_dim, patch, token_size, mixing_kernel=token_mixing)
         self.detokenizer = Detokenizer(channels, token_dim, patch, token_size)
         self.grid = self.tokenizer.grid
+        if frame_latents and num_latents < self.grid[0]:
+            raise ValueError(
+                f"frame_latents needs at least one latent per token frame: {num_latents} latents, {self.grid[0]} frames"
+            )
         self.latents = nn.Parameter(torch.randn(levels, num_latents, latent_dim) * 0.02)
         self.noise_embed = NoiseLevelEmbedding(latent_dim)
         self.class_embed = ClassEmbedding(num_classes, latent_dim) if num_classes > 0 else None
@@ -354,6 +364,16 @@ class HPDM(nn.Module):
         ones = torch.ones(batch, latents_len - cond_mask.shape[1], dtype=torch.bool, device=cond_mask.device)
         return torch.cat([ones, cond_mask], dim=1)
 
+    def _read_mask(self, latents_len: int, device) -> torch.Tensor:
+        """``[latents_len, tokens]``: learned latent ``i`` reads (and is written to by) the tokens of
+        frame group ``i * t' // num_latents`` only; the noise and conditioning latents read all."""
+        t = self.grid[0]
+        frame = torch.arange(t, device=device).repeat_interleave(self.grid[1] * self.grid[2])
+        group = torch.arange(self.num_latents, device=device) * t // self.num_latents
+        learned = group[:, None] == frame[None, :]
+        rest = torch.ones(latents_len - self.num_latents, frame.numel(), dtype=torch.bool, device=device)
+        return torch.cat([learned, rest])
+
     def _as_grid(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[B, t*h*w, d]`` -> ``[B, d, t, h, w]``."""
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.grid)
@@ -384,10 +404,11 @@ class HPDM(nn.Module):
         mask = self._latent_mask(cond_mask, lat.shape[1])
         if mask is not None:
             mask = mask.repeat(count, 1)
+        read_mask = self._read_mask(lat.shape[1], tok.device) if self.frame_latents else None
         if self.activation_checkpointing and torch.is_grad_enabled():
-            lat, tok = torch.utils.checkpoint.checkpoint(self.blocks[b], lat, tok, mask, use_reentrant=False)
+            lat, tok = torch.utils.checkpoint.checkpoint(self.blocks[b], lat, tok, mask, read_mask, use_reentrant=False)
         else:
-            lat, tok = self.blocks[b](lat, tok, mask)
+            lat, tok = self.blocks[b](lat, tok, mask, read_mask)
         if self.block_mixers is not None:
             tok = self.block_mixers[b](tok)
         self.level_block_evaluations += count

@@ -32,15 +32,22 @@ class Attention(nn.Module):
         self.out = nn.Linear(query_dim, query_dim)
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None, key_mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+        pair_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``x [B, N, query_dim]``, ``context [B, M, context_dim]``, ``key_mask [B, M]`` (True = attend)."""
+        """``x [B, N, query_dim]``, ``context [B, M, context_dim]``, ``key_mask [B, M]`` and ``pair_mask
+        [N, M]`` (True = attend; both apply where both are given)."""
         context = x if context is None else context
         b, n, d = x.shape
         h = self.num_heads
         q = self.to_q(x).view(b, n, h, d // h).transpose(1, 2)
         k, v = self.to_kv(context).view(b, context.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)
         mask = None if key_mask is None else key_mask[:, None, None, :]
+        if pair_mask is not None:
+            mask = pair_mask if mask is None else mask & pair_mask
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(out.transpose(1, 2).reshape(b, n, d))
 

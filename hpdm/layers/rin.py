@@ -26,10 +26,10 @@ class _Residual(nn.Module):
         self.norm_mlp = nn.LayerNorm(dim)
         self.mlp = MLP(dim, mlp_ratio)
 
-    def forward(self, x, context=None, key_mask=None):
+    def forward(self, x, context=None, key_mask=None, pair_mask=None):
         q = self.norm_q(x)
         ctx = q if self.norm_ctx is None else self.norm_ctx(context)
-        x = x + self.attn(q, ctx, key_mask)
+        x = x + self.attn(q, ctx, key_mask, pair_mask)
         return x + self.mlp(self.norm_mlp(x))
 
 
@@ -62,14 +62,20 @@ class RINBlock(nn.Module):
         self.write = _Residual(token_dim, latent_dim, token_heads, mlp_ratio)
 
     def forward(
-        self, latents: torch.Tensor, tokens: torch.Tensor, latent_mask: torch.Tensor | None = None
+        self,
+        latents: torch.Tensor,
+        tokens: torch.Tensor,
+        latent_mask: torch.Tensor | None = None,
+        read_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``latents [B, N, latent_dim]``, ``tokens [B, M, token_dim]``, ``latent_mask [B, N]`` (True = valid).
+        """``latents [B, N, latent_dim]``, ``tokens [B, M, token_dim]``, ``latent_mask [B, N]`` (True = valid),
+        ``read_mask [N, M]`` (True = latent n may read token m; the write uses its transpose).
 
         Returns the updated ``(latents, tokens)``.
         """
-        latents = self.read(latents, tokens)
+        latents = self.read(latents, tokens, pair_mask=read_mask)
         for layer in self.latent_layers:
             latents = layer(latents, key_mask=latent_mask)
-        tokens = self.write(tokens, latents, key_mask=latent_mask)
+        write_mask = None if read_mask is None else read_mask.T
+        tokens = self.write(tokens, latents, key_mask=latent_mask, pair_mask=write_mask)
         return latents, tokens
