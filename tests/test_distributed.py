@@ -46,10 +46,13 @@ def test_data_parallel_matches_single_process(single, tmp_path, mode):
     work = tmp_path / mode
     torchrun(gin_file, work, f"gin/mixins/{mode}.gin", *PARAMS)
     a, b = load_ckpt(ref, 3), load_ckpt(work, 3)
+    # float32 sums in another order (two half-batch gradients, then the all-reduce) leave up to ~1e-5
+    # after three LAMB steps on some CPUs; a step moves a weight by 3e-3 - 7e-3 here, so the tolerance stays
+    # far below what one step changes.
     for x, y in zip(a[:2], b[:2]):
         assert set(x) == set(y)
         for k in x:
-            torch.testing.assert_close(y[k], x[k], rtol=0, atol=1e-5, msg=k)
+            torch.testing.assert_close(y[k], x[k], rtol=0, atol=5e-5, msg=k)
     for k, s in a[2]["optimizer"]["state"].items():
         torch.testing.assert_close(b[2]["optimizer"]["state"][k]["exp_avg"], s["exp_avg"], rtol=0, atol=1e-5)
     assert b[2]["world_size"] == 2 and len(b[2]["ranks"]) == 2

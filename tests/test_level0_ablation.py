@@ -28,7 +28,8 @@ def test_starts_from_the_shipped_model_as_motion_retention_reads_it(tmp_path):
     from hpdm.metrics.label_sensitivity import level0_denoiser
     from hpdm.metrics.motion_retention import measure, real_level0_videos, sample_level0, size_ratios, travels
 
-    rows = _run(tmp_path, "--init_from=pretrained/quickstart", "--lr=0.01", "--pretrained_lr=0.001")
+    # 8 sampling steps (SMALL's 3 leave the shipped model's 4 samples unreadable: nan travel).
+    rows = _run(tmp_path, "--init_from=pretrained/quickstart", "--lr=0.01", "--pretrained_lr=0.001", "--sample_steps=8")
     assert [r["step"] for r in rows] == [0, 2] and all(len(r["retention"]) == 2 for r in rows)
     assert "loss" in rows[1] and rows[1]["x0_mse"] != rows[0]["x0_mse"]  # it trained
 
@@ -39,7 +40,8 @@ def test_starts_from_the_shipped_model_as_motion_retention_reads_it(tmp_path):
         expected = measure(level0_denoiser(model), clean, labels, [1.0, 2.0], repeats=2, seed=0)
     assert rows[0]["retention"] == [round(r.median_ratio, 3) for r in expected]
     with torch.no_grad():
-        sampled = sample_level0(level0_denoiser(model), labels, clean.shape[1:], model.schedule.sigma_range(0), 3, seed=0)
+        sampled = sample_level0(level0_denoiser(model), labels, clean.shape[1:], model.schedule.sigma_range(0), 8, seed=0)
+    assert np.isfinite(rows[0]["sample_travel"])
     assert rows[0]["sample_travel"] == round(float(np.nanmedian(travels(sampled))), 3)
     assert rows[0]["sample_size_ratio"] == round(float(np.nanmedian(size_ratios(sampled))), 3)
 
