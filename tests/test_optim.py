@@ -153,3 +153,15 @@ def test_ema_updates_every_tensor_and_roundtrips():
     other.load_state_dict(after, num_updates=1)
     for k, v in other.state_dict().items():
         assert torch.equal(v, after[k])
+
+
+def test_ema_saves_what_the_module_saves():
+    """A non-persistent buffer (derived from the module's arguments) stays out of the EMA, as out of
+    ``state_dict``: otherwise ``ema.safetensors`` would not load into the model it came from."""
+    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    m.register_buffer("derived", torch.ones(2), persistent=False)
+    ema = EMA(m, decay=0.9)
+    m(torch.randn(8, 3))
+    ema.update(m)
+    assert set(ema.state_dict()) == set(m.state_dict())
+    m.load_state_dict(ema.state_dict())

@@ -30,6 +30,13 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return full() if full is not None else t
 
 
+def _saved_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """``(name, buffer)`` of the buffers ``model.state_dict()`` holds: non-persistent ones are derived
+    from the module's arguments, not trained, and belong in no checkpoint."""
+    saved = set(model.state_dict(keep_vars=True))
+    return [(n, b) for n, b in model.named_buffers() if n in saved]
+
+
 @gin.configurable
 class EMA:
     """EMA of a module's parameters (and copies of its buffers).
@@ -49,11 +56,11 @@ class EMA:
         self.warmup = warmup
         self.num_updates = 0
         self._param_names = [n for n, _ in model.named_parameters()]
-        self._buffer_names = [n for n, _ in model.named_buffers()]
+        self._buffer_names = [n for n, _ in _saved_buffers(model)]
         with torch.no_grad():
             # Clones keep the DTensor type under FSDP2 (needed to gather full tensors later).
             self.params = [p.detach().clone() for _, p in model.named_parameters()]
-            self.buffers = [b.detach().clone() for _, b in model.named_buffers()]
+            self.buffers = [b.detach().clone() for _, b in _saved_buffers(model)]
 
     def current_decay(self) -> float:
         if not self.warmup:
@@ -65,9 +72,10 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         """Move every shadow tensor towards the model's current (local) tensor."""
         params = [p for _, p in model.named_parameters()]
-        buffers = [b for _, b in model.named_buffers()]
-        if len(params) != len(self.params) or len(buffers) != len(self.buffers):
+        named_buffers = dict(model.named_buffers())
+        if len(params) != len(self.params) or any(n not in named_buffers for n in self._buffer_names):
             raise RuntimeError("EMA.update: the model's tensors changed since the EMA was built")
+        buffers = [named_buffers[n] for n in self._buffer_names]
         ema_fn = get_ema_multi_avg_fn(self.current_decay())
         ema_local = [_local(e) for e in self.params]
         cur_local = [_local(p).detach() for p in params]
