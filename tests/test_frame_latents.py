@@ -42,7 +42,7 @@ def test_a_read_restricted_to_some_tokens_ignores_the_others():
 
 def test_read_mask_groups_latents_by_frame():
     model = tiny_model(frame_latents=True, num_latents=4)  # token grid (2, 4, 4): two frames
-    mask = model._read_mask(4 + 1, torch.device("cpu"))  # + the noise-level latent
+    mask = model._read_mask(4 + 1)  # + the noise-level latent
     frame = torch.arange(2).repeat_interleave(16)
     for i, group in enumerate([0, 0, 1, 1]):
         assert torch.equal(mask[i], frame == group)
@@ -66,7 +66,7 @@ def test_without_it_the_model_is_unchanged_and_with_it_levels_still_flow_coarse_
 @pytest.mark.parametrize("num_latents", [3, 5])
 def test_latents_not_divisible_by_frames_still_cover_every_frame(num_latents):
     model = tiny_model(frame_latents=True, num_latents=num_latents)
-    mask = model._read_mask(num_latents + 1, torch.device("cpu"))
+    mask = model._read_mask(num_latents + 1)
     assert mask[:num_latents].any(dim=0).all() and (mask[:num_latents].sum(dim=1) == 16).all()
 
 

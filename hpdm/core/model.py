@@ -136,8 +136,6 @@ class HPDM(nn.Module):
         self.fusion = fusion
         self.activation_checkpointing = False
         self.level_block_evaluations = 0
-        self.frame_latents = frame_latents
-        self.num_latents = num_latents
 
         patch = self.pyramid.patch_res
         self.tokenizer = Tokenizer(channels, token_dim, patch, token_size, mixing_kernel=token_mixing)
@@ -148,6 +146,9 @@ class HPDM(nn.Module):
                 f"frame_latents needs at least one latent per token frame: {num_latents} latents, {self.grid[0]} frames"
             )
         self.latents = nn.Parameter(torch.randn(levels, num_latents, latent_dim) * 0.02)
+        # Fixed by the grid and the latent count, so built once; not persistent, so checkpoints with
+        # and without frame_latents hold the same tensors.
+        self.register_buffer("frame_groups", self._frame_groups(num_latents) if frame_latents else None, persistent=False)
         self.noise_embed = NoiseLevelEmbedding(latent_dim)
         self.class_embed = ClassEmbedding(num_classes, latent_dim) if num_classes > 0 else None
         self.text_embed = TextEmbedding(text_dim, latent_dim) if text_dim > 0 else None
@@ -364,15 +365,20 @@ class HPDM(nn.Module):
         ones = torch.ones(batch, latents_len - cond_mask.shape[1], dtype=torch.bool, device=cond_mask.device)
         return torch.cat([ones, cond_mask], dim=1)
 
-    def _read_mask(self, latents_len: int, device) -> torch.Tensor:
-        """``[latents_len, tokens]``: learned latent ``i`` reads (and is written to by) the tokens of
-        frame group ``i * t' // num_latents`` only; the noise and conditioning latents read all."""
+    def _frame_groups(self, num_latents: int) -> torch.Tensor:
+        """``[num_latents, tokens]``: learned latent ``i`` reads (and is written to by) the tokens of
+        frame ``i * t' // num_latents`` only."""
         t = self.grid[0]
-        frame = torch.arange(t, device=device).repeat_interleave(self.grid[1] * self.grid[2])
-        group = torch.arange(self.num_latents, device=device) * t // self.num_latents
-        learned = group[:, None] == frame[None, :]
-        rest = torch.ones(latents_len - self.num_latents, frame.numel(), dtype=torch.bool, device=device)
-        return torch.cat([learned, rest])
+        frame = torch.arange(t).repeat_interleave(self.grid[1] * self.grid[2])
+        group = torch.arange(num_latents) * t // num_latents
+        return group[:, None] == frame[None, :]
+
+    def _read_mask(self, latents_len: int) -> torch.Tensor:
+        """``[latents_len, tokens]``: the frame groups of the learned latents, then the noise and
+        conditioning latents, which read every token."""
+        groups = self.frame_groups
+        rest = groups.new_ones(latents_len - groups.shape[0], groups.shape[1])
+        return torch.cat([groups, rest])
 
     def _as_grid(self, tokens: torch.Tensor) -> torch.Tensor:
         """``[B, t*h*w, d]`` -> ``[B, d, t, h, w]``."""
@@ -404,7 +410,7 @@ class HPDM(nn.Module):
         mask = self._latent_mask(cond_mask, lat.shape[1])
         if mask is not None:
             mask = mask.repeat(count, 1)
-        read_mask = self._read_mask(lat.shape[1], tok.device) if self.frame_latents else None
+        read_mask = self._read_mask(lat.shape[1]) if self.frame_groups is not None else None
         if self.activation_checkpointing and torch.is_grad_enabled():
             lat, tok = torch.utils.checkpoint.checkpoint(self.blocks[b], lat, tok, mask, read_mask, use_reentrant=False)
         else:
