@@ -17,9 +17,11 @@ fusion only reads lower levels), which is what makes cascaded and cached inferen
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
+from absl import logging
 import gin
 import torch
 import torch.nn as nn
@@ -42,6 +44,7 @@ from hpdm.layers import (
 from hpdm.pyramid import Pyramid, check_coords
 
 FUSION_MODES = ("deep", "shallow")
+_FUSER_NAME = re.compile(r"^fusers\.(\d+)\.")
 COND_KEYS = ("label", "text", "text_mask")
 
 
@@ -168,15 +171,17 @@ class HPDM(nn.Module):
             if block_mixing is not None
             else None
         )
-        if fusion == "deep":
-            self.fusers = nn.ModuleList(
-                ContextFuser(token_dim, detach_context=detach_context, use_coords=use_coords)
-                for _ in range(num_blocks)
-            )
-            self.context_tokenizer = None
-        else:
-            self.fusers = nn.ModuleList([ContextFuser(token_dim, detach_context=detach_context, use_coords=use_coords)])
-            self.context_tokenizer = Tokenizer(channels, token_dim, patch, token_size, mixing_kernel=token_mixing)
+        # Keyed by block index. Deep fusion builds a fuser only where a block runs a level above 0:
+        # a block that runs level 0 alone fuses nothing, and a fuser there would hold parameters that
+        # never get a gradient (DDP's reducer then fails at the second step, and the optimizer never
+        # makes state for them). Shallow fusion has one fuser, applied at each level's first block.
+        fuser_blocks = [b for b in range(num_blocks) if loads[b] > 1] if fusion == "deep" else [0]
+        self.fusers = nn.ModuleDict(
+            {str(b): ContextFuser(token_dim, detach_context=detach_context, use_coords=use_coords) for b in fuser_blocks}
+        )
+        self.context_tokenizer = (
+            Tokenizer(channels, token_dim, patch, token_size, mixing_kernel=token_mixing) if fusion == "shallow" else None
+        )
 
     # ------------------------------------------------------------------ public API
 
@@ -256,7 +261,7 @@ class HPDM(nn.Module):
         latents = self._initial_latents(level, c_noise, cond_tokens)
         for b in self.scheduler.blocks_for_level(level):
             if cache is not None and cache.terms[b] is not None:
-                tokens = self.fusers[b if self.fusion == "deep" else 0].fuse(tokens, cache.terms[b])
+                tokens = self._fuser(b).fuse(tokens, cache.terms[b])
             latents_out, tokens_out = self._apply_block(b, [latents], [tokens], cond_mask)
             latents, tokens = latents_out[0], tokens_out[0]
         v = self.detokenizer(tokens)
@@ -283,7 +288,34 @@ class HPDM(nn.Module):
                 names.add(name)
         return names
 
+    def upgrade_state_dict(self, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> dict:
+        """``state`` without the tensors of fusers this model does not build.
+
+        Models saved before fusers were built only where a block fuses a level hold a fuser for every
+        block; those of blocks that run level 0 alone never took part in a forward pass, so dropping
+        them leaves the function unchanged. Anything else is returned as is (and checked by the caller).
+        """
+        stale = sorted(
+            name
+            for name in state
+            if (m := _FUSER_NAME.match(name)) and m.group(1) not in self.fusers and int(m.group(1)) < self.scheduler.num_blocks
+        )
+        if not stale:
+            return dict(state)
+        blocks = sorted({int(_FUSER_NAME.match(n).group(1)) for n in stale})
+        logging.info(
+            "%s: dropped %d tensors of the context fusers of blocks %s, which fuse no level (never used by "
+            "that model's forward pass, so its output is unchanged)",
+            source,
+            len(stale),
+            blocks,
+        )
+        return {k: v for k, v in state.items() if k not in set(stale)}
+
     # ------------------------------------------------------------------ internals
+
+    def _fuser(self, block: int) -> ContextFuser:
+        return self.fusers[str(block) if self.fusion == "deep" else "0"]
 
     def _check_inputs(self, x, coords, sigma, first_level: int = 0) -> tuple[int, int]:
         if x.dim() != 6:
@@ -388,7 +420,7 @@ class HPDM(nn.Module):
         """Context term of block ``block`` for a patch at ``coords`` given ancestor token states."""
         pairs = [(self._as_grid(t), c) for t, c in zip(ancestors, anc_coords)]
         ctx = sample_context(pairs, coords, self.grid).flatten(2).transpose(1, 2)
-        return self.fusers[block].context_term(ctx, coords)
+        return self._fuser(block).context_term(ctx, coords)
 
     def _shallow_terms(self, x, c_in, coords, levels) -> dict:
         """Shallow pixel fusion terms for ``levels`` of a full forward (empty for deep fusion)."""
@@ -399,7 +431,7 @@ class HPDM(nn.Module):
     def _shallow_term(self, parent_x, parent_c_in, parent_coords, coords) -> torch.Tensor:
         """Table 3 "shallow fusion": the parent patch's input pixels resampled onto the child patch."""
         pixels = sample_context([(parent_c_in * parent_x, parent_coords)], coords, self.pyramid.patch_res)
-        return self.fusers[0].context_term(self.context_tokenizer(pixels), coords)
+        return self._fuser(0).context_term(self.context_tokenizer(pixels), coords)
 
     def _apply_block(self, b: int, latents: list, tokens: list, cond_mask):
         """Run block ``b`` on several levels at once by folding them into the batch."""
@@ -443,9 +475,9 @@ class HPDM(nn.Module):
             for l in range(1, active):
                 if self.fusion == "deep":
                     term = self._deep_term(b, tokens[:l], level_coords[:l], level_coords[l])
-                    fused.append(self.fusers[b].fuse(tokens[l], term))
+                    fused.append(self._fuser(b).fuse(tokens[l], term))
                 elif shallow and b == self.scheduler.blocks_for_level(l)[0]:
-                    fused.append(self.fusers[0].fuse(tokens[l], shallow[l]))
+                    fused.append(self._fuser(0).fuse(tokens[l], shallow[l]))
                 else:
                     fused.append(tokens[l])
             new_latents, new_tokens = self._apply_block(b, latents[:active], fused, cond_mask)

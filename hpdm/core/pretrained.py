@@ -51,6 +51,8 @@ def _weights_file(path: str, use_ema: bool) -> str:
 
 def load_state_strict(model: torch.nn.Module, state: dict, source: str) -> None:
     """``load_state_dict`` with an error that lists every missing, unexpected or mis-shaped tensor."""
+    if hasattr(model, "upgrade_state_dict"):
+        state = model.upgrade_state_dict(state, source)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

@@ -177,6 +177,43 @@ def resolve_weights(path: str, ema: bool = True) -> str:
     return os.path.join(latest, name)
 
 
+def upgrade_state(model: nn.Module, state: Mapping[str, torch.Tensor], what: str = "checkpoint") -> dict:
+    """``state`` as ``model`` names it today: the model's own ``upgrade_state_dict`` (HPDM drops the
+    tensors of fusers that older versions built for blocks that fuse nothing), else unchanged."""
+    upgrade = getattr(model, "upgrade_state_dict", None)
+    return upgrade(state, what) if upgrade is not None else dict(state)
+
+
+def load_model_and_optimizer(
+    model: nn.Module, optimizer: torch.optim.Optimizer, model_state: Mapping, optim_state: Mapping
+) -> None:
+    """Load full (unsharded) model and optimizer state dicts, also into an FSDP-sharded model.
+
+    A parameter without optimizer state in the checkpoint (frozen, or one that never received a
+    gradient) is not an error: it is left without state, exactly as the optimizer of the run that
+    saved it had it, so resuming reproduces the uninterrupted run.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    saved = set(optim_state.get("state", {}))
+    set_state_dict(
+        model,
+        optimizer,
+        model_state_dict=dict(model_state),
+        optim_state_dict=optim_state,
+        # strict=False only for the optimizer's missing entries: the model's tensors were checked
+        # against its architecture by the caller.
+        options=StateDictOptions(full_state_dict=True, strict=False),
+    )
+    # torch initialises every parameter's state with a zero-gradient step before loading; a
+    # parameter the checkpoint has no state for must not keep that (its step count would differ).
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if names.get(id(param)) not in saved and param in optimizer.state:
+                del optimizer.state[param]
+
+
 def compare_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[list, list, list, list]:
     """Compare a state dict with ``model.state_dict()``.
 
@@ -234,6 +271,7 @@ def load_matching(
     different architecture: CheckpointError listing them. Returns ``(loaded, initialised)`` name
     lists (partial loads appear as ``name[0:k]`` and ``name[k:n]``), also logged.
     """
+    state = upgrade_state(model, state, what)
     matching, missing, unexpected, mismatched = compare_state(model, state)
     own = model.state_dict()
     partial, loaded, initialised = {}, list(matching), list(missing)

@@ -379,18 +379,12 @@ class Trainer:
         self.finetune_report = (loaded, initialised)
 
     def _resume(self, path: str, payload) -> None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
         model_sd, ema_sd, state = payload
+        model_sd = ckpt.upgrade_state(self.plain, model_sd, what=path)
+        ema_sd = ckpt.upgrade_state(self.plain, ema_sd, what=os.path.join(path, ckpt.EMA_FILE))
         ckpt.check_same_architecture(self.plain, model_sd, what=path)
         ckpt.check_same_architecture(self.plain, ema_sd, what=os.path.join(path, ckpt.EMA_FILE))
-        set_state_dict(
-            self.plain,
-            self.optimizer,
-            model_state_dict=model_sd,
-            optim_state_dict=state["optimizer"],
-            options=StateDictOptions(full_state_dict=True),
-        )
+        ckpt.load_model_and_optimizer(self.plain, self.optimizer, model_sd, state["optimizer"])
         self.ema.load_state_dict(ema_sd, state["ema_updates"])
         self.scheduler.load_state_dict(state["scheduler"])
         ranks = state["ranks"]
