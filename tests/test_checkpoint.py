@@ -1,5 +1,6 @@
 """Checkpoint layout, atomicity, retention, fallback, architecture checks, fine-tuning loads."""
 
+import copy
 import os
 
 import pytest
@@ -92,3 +93,44 @@ def test_resolve_weights_takes_an_export_directory(tmp_path):
     (tmp_path / "config.gin").unlink()
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint found"):
         ckpt.resolve_weights(str(tmp_path))  # without config.gin it is no export
+
+
+def _two_heads(seed=0):
+    torch.manual_seed(seed)
+    return nn.ModuleDict({"used": nn.Linear(3, 4), "frozen": nn.Linear(3, 4), "idle": nn.Linear(3, 4)})
+
+
+def _lamb_steps(model, opt, steps, start=0):
+    model["frozen"].requires_grad_(False)
+    for i in range(start, start + steps):
+        x = torch.randn(5, 3, generator=torch.Generator().manual_seed(i))
+        # "idle" joins in only from step 3 on: before that it has no gradient and no optimizer state.
+        out = model["used"](x) + model["frozen"](x) + (model["idle"](x) if i >= 3 else 0)
+        out.square().mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def test_resume_with_parameters_that_have_no_optimizer_state():
+    """A frozen parameter, and one that has not had a gradient yet, do not make the optimizer state
+    unloadable, and the resumed run continues exactly like the uninterrupted one."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    from hpdm.trainers.lamb import build_optimizer
+
+    reference = _two_heads()
+    ref_opt = build_optimizer(reference)
+    _lamb_steps(reference, ref_opt, 2)
+    # A deep copy, as from disk: the state dicts share their tensors with the live optimizer.
+    model_sd, optim_sd = copy.deepcopy(get_state_dict(reference, ref_opt, options=StateDictOptions(full_state_dict=True)))
+    assert not any(k.startswith(("frozen.", "idle.")) for k in optim_sd["state"])
+
+    resumed = _two_heads(seed=1)
+    resumed_opt = build_optimizer(resumed)
+    resumed["frozen"].requires_grad_(False)
+    ckpt.load_model_and_optimizer(resumed, resumed_opt, model_sd, optim_sd)
+    assert len(resumed_opt.state) == len(ref_opt.state)
+    _lamb_steps(reference, ref_opt, 3, start=2)
+    _lamb_steps(resumed, resumed_opt, 3, start=2)
+    for (name, a), b in zip(reference.named_parameters(), resumed.parameters()):
+        assert torch.equal(a, b), name
