@@ -59,3 +59,38 @@ def test_text_conditioned_training_end_to_end(tiny_t5, tmp_path):
     assert all(torch.isfinite(v).all() for v in model.values())
     files = [f for _, _, fs in os.walk(cache) for f in fs if f.endswith(".safetensors")]
     assert 1 <= len(files) <= 8  # at most one file per distinct caption of the 2 x 4 samples
+
+
+def test_text_width_must_match_the_encoder(tiny_t5, tmp_path):
+    """HPDM.text_dim other than the T5's width fails at set-up (training) and at prompt encoding
+    (hpdm-sample), naming both widths and the binding."""
+    import types
+
+    import gin
+
+    from hpdm.trainers.sample import encode_prompt
+
+    gin_file = write_gin(
+        tmp_path,
+        "\n".join(
+            [
+                "import hpdm.trainers.text",
+                "HPDM.num_classes = 0",
+                "HPDM.text_dim = 24",
+                "Trainer.text_encoder_fn = @TextEncoder",
+                f"TextEncoder.name_or_path = '{tiny_t5}'",
+                "TextEncoder.device = 'cpu'",
+            ]
+        ),
+    )
+    code, _, err = run(train_cmd(gin_file, tmp_path / "w", "TRAIN_STEPS=1"), check=False)
+    assert code != 0 and "16-wide embeddings" in err and "HPDM.text_dim = 24" in err
+    assert "set HPDM.text_dim = 16" in err
+    assert not os.path.isdir(tmp_path / "w" / "checkpoints")
+
+    gin.parse_config([f"TextEncoder.name_or_path = '{tiny_t5}'", "TextEncoder.device = 'cpu'"])
+    try:
+        with pytest.raises(ValueError, match=r"16-wide embeddings but the model has HPDM.text_dim = 24"):
+            encode_prompt(types.SimpleNamespace(text_dim=24, num_classes=0), "a red ball", 1)
+    finally:
+        gin.clear_config()

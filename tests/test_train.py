@@ -6,6 +6,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -194,3 +195,32 @@ def test_finetune_three_levels_from_one_level(tmp_path):
             assert torch.equal(sd[k], src[k]), k
     assert "latents[0:1]" in loaded and "latents[1:3]" in initialised
     gin.clear_config()
+
+
+def test_class_count_from_folder_data_trains_and_samples(tmp_path):
+    """HPDM.num_classes unset: the model takes the folder's 3 classes, config.gin records them, the
+    same command resumes without a config conflict and hpdm-sample rebuilds the model; a count that
+    disagrees with the data names the binding to fix."""
+    from test_data_fixtures import make_video_tree
+    from test_train_helpers import TINY_GIN
+
+    make_video_tree(str(tmp_path / "videos"))
+    folder = f"build_train_loader.source = @VideoFolder()\nVideoFolder.root = '{tmp_path / 'videos'}'\n"
+    gin_file = tmp_path / "folder.gin"
+    gin_file.write_text(TINY_GIN.replace("HPDM.num_classes = 9\n", "") + folder)
+    work = tmp_path / "w"
+    _, _, err = run(train_cmd(gin_file, work, "TRAIN_STEPS=2"))
+    assert "matmul precision: float32 (CPU)" in err
+    with open(os.path.join(str(work), "config.gin")) as f:
+        assert "HPDM.num_classes = 3" in f.read()
+    assert load_ckpt(work, 2)[0]["class_embed.table.weight"].shape[0] == 4  # 3 classes + the null class
+    _, _, err = run(train_cmd(gin_file, work, "TRAIN_STEPS=2"))
+    assert "Nothing to do" in err
+    out = tmp_path / "out"
+    run([sys.executable, "-m", "hpdm.trainers.sample", f"--workdir={work}", f"--output_dir={out}", "--num_videos=1",
+         "--class_label=2", "--gin_param=LevelSchedule.num_steps=[2, 1]"])
+    assert os.path.isfile(os.path.join(str(out), "video_0000.npy"))
+
+    code, _, err = run(train_cmd(gin_file, tmp_path / "nine", "TRAIN_STEPS=1", "HPDM.num_classes=9"), check=False)
+    assert code != 0 and "the data has 3 classes but the model was built for 9" in err
+    assert "HPDM.num_classes = 3" in err

@@ -88,7 +88,8 @@ class HPDM(nn.Module):
       num_blocks / latent_layers_per_block: RIN depth.
       head_dim: width of one attention head (heads = width / head_dim).
       num_levels_per_block: adaptive computation loads (Listing 1); None = every block runs every level.
-      num_classes: class-conditional when > 0 (plus the null class).
+      num_classes: class-conditional when > 0 (plus the null class). None counts as 0 here; the
+        trainer builds the model with the data's class count when the config leaves it None or unset.
       text_dim: width of external text embeddings when > 0.
       fusion: "deep" (Eq. 7-9 before every block) or "shallow" (parent pixels, once; Table 3).
       detach_context / use_coords: Table 3 ablation switches of the fuser.
@@ -112,7 +113,7 @@ class HPDM(nn.Module):
         head_dim: int = 64,
         mlp_ratio: float = 4.0,
         num_levels_per_block: Sequence[int] | None = None,
-        num_classes: int = 0,
+        num_classes: int | None = 0,
         text_dim: int = 0,
         fusion: str = "deep",
         detach_context: bool = False,
@@ -134,6 +135,7 @@ class HPDM(nn.Module):
             raise ValueError(f"num_levels_per_block has {len(loads)} entries for {num_blocks} blocks")
         self.scheduler = LevelScheduler(loads, levels)
         self.channels = channels
+        num_classes = int(num_classes or 0)
         self.num_classes = num_classes
         self.text_dim = text_dim
         self.fusion = fusion

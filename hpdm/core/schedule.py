@@ -33,9 +33,13 @@ class NoiseSchedule:
         level, or a sequence with one value per level (which must then match the model's levels).
       sigma_min, sigma_max: sampling range of the scaled sigma.
       input_scale_decay: ``b_l = input_scale_decay ** l``.
-      context_prob: probability that a training sample puts the levels below a random cut at the
-        context noise level (the regime ancestors are fed in at inference, DESIGN.md "Inference");
-        those levels are excluded from the loss.
+      context_prob: probability that a training sample puts the levels below a random cut at their
+        context noise level and leaves them out of the loss (default 0.5). Not in the paper: Eq. 4
+        draws every level's noise independently. It is needed because the sampler feeds each
+        finished lower level to the next ones as nearly clean context, at the small fixed
+        ``context_sigma`` (DESIGN.md "Inference"), and Eq. 4's log-normal puts a level there with
+        probability about 1.5e-5: without it, training would almost never show a level the
+        ancestors it gets at inference. 0 trains Eq. 4 alone.
     """
 
     def __init__(
@@ -105,8 +109,9 @@ class NoiseSchedule:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Data-space ``sigma [B, n]`` and the loss mask ``[B, n]`` (Eq. 4: independent per level).
 
-        With probability ``context_prob`` a sample draws a cut ``k`` in ``1..n-1``; levels below it
-        sit at their context noise level and are masked out of the loss.
+        Then, an addition to Eq. 4 (see ``context_prob``): with probability ``context_prob`` a sample
+        draws a cut ``k`` in ``1..n-1``; levels below it sit at their context noise level, as the
+        sampler's finished ancestors do, and are masked out of the loss.
         """
         p_mean, p_std = self.log_normal(num_levels)
         log_sigma = p_mean + p_std * torch.randn(batch, num_levels, generator=generator)

@@ -42,6 +42,7 @@ from hpdm.trainers.lamb import build_optimizer
 from hpdm.trainers.schedule import warmup_cosine
 
 _SALT_STEP = 0x5EED
+_SALT_PREVIEW = 0x9E7
 
 
 class NonFiniteLossError(RuntimeError):
@@ -186,6 +187,50 @@ def _predates_sampler_sections(saved: str, current: str) -> bool:
     return not saved_has_sampler and saved_rest == split(current)[0]
 
 
+def bind_num_classes_from_data(loader) -> None:
+    """Bind ``HPDM.num_classes`` to the data's class count when the config leaves it unset or None.
+
+    A config on a folder of class subfolders then need not count them. The count is bound like any
+    other binding, so it enters ``config.gin`` and ``hpdm-sample`` (or an export) rebuilds the same
+    model; a resumed run whose data gained a class stops with a config diff naming the count.
+    """
+    from hpdm.core import HPDM  # noqa: F401  (registers HPDM with gin before the query)
+
+    try:
+        bound, unset = gin.query_parameter("HPDM.num_classes"), False
+    except ValueError:  # not bound: HPDM's own default (0) would silently make the model unconditional
+        bound, unset = None, True
+    if bound is not None:
+        return
+    count = getattr(loader, "num_classes", None)
+    if count is None:
+        if unset:  # a loader without classes: HPDM's default stands
+            return
+        raise ValueError(
+            f"HPDM.num_classes = None takes the class count from the data, but the loader "
+            f"({type(loader).__name__}) reports none: set HPDM.num_classes"
+        )
+    with gin.unlock_config():  # parsing locked the config; this binding completes it
+        gin.bind_parameter("HPDM.num_classes", int(count))
+    logging.info("HPDM.num_classes = %d, from the data", int(count))
+
+
+def check_num_classes(loader, model: nn.Module) -> None:
+    """The model's classes must be the data's (labels past the model's count index its null class)."""
+    data = getattr(loader, "num_classes", None)
+    built = int(getattr(model, "num_classes", 0) or 0)
+    if data is not None and built and int(data) != built:
+        raise ValueError(
+            f"the data has {data} classes but the model was built for {built}: set "
+            f"HPDM.num_classes = {data}, or None to take the count from the data"
+        )
+
+
+def preview_share(num_samples: int, rank: int, world_size: int) -> list[int]:
+    """Indices of the preview videos rank ``rank`` samples: every ``world_size``-th one from ``rank``."""
+    return list(range(rank, num_samples, world_size))
+
+
 def _atomic_write_text(path: str, text: str) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -230,7 +275,12 @@ class Trainer:
         ema_decay: EMA decay (see ``EMA``).
         checkpoint_every / keep_checkpoints: cadence and retention (the final step is always saved).
         log_every: steps between TensorBoard scalars and the console progress line.
-        sample_every / num_samples / sample_fps: GIF samples of the EMA model (0: never).
+        sample_every / num_samples / sample_fps: GIF previews of the EMA model (0: never). Every rank
+            samples its share of the ``num_samples`` videos and rank 0 logs them (see ``sample``).
+        preview_steps: per-level sampler steps of the previews (a shorter list repeats its last
+            entry; None: the run's ``LevelSchedule``, what ``hpdm-sample`` uses).
+        preview_overlap: tile overlap axes of the previews, e.g. ``''`` for none (None: the run's
+            ``OverlapSampler.overlap``). gin/samplers/preview.gin binds both to cheap settings.
         max_consecutive_skips: stop after this many consecutive non-finite steps.
         bf16: bfloat16 autocast (off: Appendix D, item 7, mixed precision converged worse).
         compile: ``torch.compile`` the model's forward.
@@ -267,6 +317,8 @@ class Trainer:
         sample_every: int = 0,
         num_samples: int = 2,
         sample_fps: float = 8.0,
+        preview_steps: Optional[Sequence[int]] = None,
+        preview_overlap: Optional[str] = None,
         max_consecutive_skips: int = 10,
         bf16: bool = False,
         compile: bool = False,
@@ -296,6 +348,8 @@ class Trainer:
         self.sample_every = int(sample_every)
         self.num_samples = int(num_samples)
         self.sample_fps = sample_fps
+        self.preview_steps = None if preview_steps is None else [int(n) for n in preview_steps]
+        self.preview_overlap = preview_overlap
         self.max_consecutive_skips = int(max_consecutive_skips)
         self.bf16 = bf16
         self.compile = compile
@@ -321,11 +375,24 @@ class Trainer:
             )
         self.micro_batch = self.global_batch // per_step
         os.makedirs(self.workdir, exist_ok=True)
+        self.matmul_precision = hdist.set_matmul_precision(info.device)
+        if self.bf16:
+            logging.info("Trainer.bf16: the forward and backward run under bfloat16 autocast")
 
+        # The loader comes first, so that an unset HPDM.num_classes can take the data's class count.
+        # Building it draws nothing from the global RNG (tests/test_train_setup.py); seeding again
+        # right before the model keeps a seed's initial weights what they were when the model came
+        # first (shipped checkpoints and bit-exact resume depend on them).
+        seed_everything(self.seed)
+        self.loader = self.loader_fn(
+            batch_size=self.micro_batch, seed=self.seed, rank=info.rank, world_size=info.world_size
+        )
+        bind_num_classes_from_data(self.loader)
         # Same seed on every rank: identical initialisation (DDP broadcasts anyway; FSDP2 shards
         # the full tensors each rank built).
         seed_everything(self.seed)
         plain = self.model_fn()
+        check_num_classes(self.loader, plain)
         # Checked once here (a wrong count fails before any step); float64 on the CPU like the term counts.
         self.level_w = None
         if self.level_loss_weights is not None:
@@ -346,14 +413,12 @@ class Trainer:
         self.ema = EMA(plain, decay=self.ema_decay)
         self.optimizer = self.optimizer_fn(plain)
         self.scheduler = self.schedule_fn(self.optimizer, total_steps=self.train_steps)
-        self.loader = self.loader_fn(
-            batch_size=self.micro_batch, seed=self.seed, rank=info.rank, world_size=info.world_size
-        )
-        loader_classes = getattr(self.loader, "num_classes", None)
-        model_classes = int(getattr(plain, "num_classes", 0))
-        if loader_classes is not None and model_classes and int(loader_classes) != model_classes:
-            raise ValueError(f"the data has {loader_classes} classes but the model was built for {model_classes}")
         self.text_encoder = self.text_encoder_fn() if self.text_encoder_fn is not None else None
+        text_dim = int(getattr(plain, "text_dim", 0) or 0)
+        if self.text_encoder is not None and text_dim > 0:
+            from hpdm.trainers.text import check_text_width
+
+            check_text_width(self.text_encoder, text_dim)
         if self.sample_fn is None:
             self.sample_fn = _default_sample_fn()
 
@@ -590,23 +655,63 @@ class Trainer:
         hdist.barrier()
 
     def sample(self) -> None:
-        """Log GIF samples of the EMA weights (rank 0; the EMA gather is collective)."""
-        ema_sd = self.ema.state_dict()
+        """Log GIF previews of the EMA weights; every rank samples its share, rank 0 logs them.
+
+        Sampling on rank 0 alone left the other ranks waiting in the next step's collective for the
+        whole preview, which with the final sampler (Appendix C: 128 / 64 / 32 steps over fully
+        overlapping tiles) can outlast the process group's 30-minute timeout. Here rank ``r`` samples
+        videos ``r, r + W, ...`` (``preview_share``), so a preview costs each rank at most
+        ``ceil(num_samples / W)`` videos, at ``preview_steps`` / ``preview_overlap``. Video ``i`` has
+        its own seed, so a preview does not depend on the number of ranks. A failure on any rank is
+        raised on rank 0 after the gather, so no rank is left waiting in it.
+        """
+        if self.num_samples < 1:
+            return
+        ema_sd = self.ema.state_dict()  # collective under FSDP: every rank takes part
+        mine = preview_share(self.num_samples, self.info.rank, self.info.world_size)
+        videos, error = {}, None
+        try:
+            videos = self._sample_videos(ema_sd, mine)
+        except Exception as e:  # noqa: BLE001 - reported by rank 0 after the gather
+            logging.exception("Sampling on rank %d failed", self.info.rank)
+            error = f"rank {self.info.rank}: {type(e).__name__}: {e}"
+        shares = hdist.gather_objects((videos, error))
         if not self.info.is_main:
             return
+        errors = [err for _, err in shares if err is not None]
+        if errors:
+            raise RuntimeError("preview sampling failed on " + "; ".join(errors))
+        gathered = {i: v for share, _ in shares for i, v in share.items()}
+        batch = np.stack([gathered[i] for i in range(self.num_samples)])
+        logging.info("Preview at step %d: %d videos sampled on %d rank(s)", self.step, len(batch), len(shares))
+        self.tb.videos("samples", batch, self.step, fps=self.sample_fps)
+        self.tb.flush()
+
+    def _sample_videos(self, ema_sd: dict, indices: Sequence[int]) -> dict:
+        """``{index: uint8 [T, H, W, C]}`` preview videos of the EMA weights, one sampler call each."""
+        if not indices:
+            return {}
+        options = {}
+        if self.preview_steps is not None:
+            from hpdm.samplers import LevelSchedule
+
+            options["level_schedule"] = LevelSchedule(num_steps=self.preview_steps)
+        if self.preview_overlap is not None:
+            options["overlap"] = self.preview_overlap
+        out = {}
         # Sampling must not disturb the training RNG streams (exact resume).
         with torch.random.fork_rng(devices=[]):
             if getattr(self, "_sample_model", None) is None:
                 self._sample_model = self.model_fn().to(self.info.device)
-            self._sample_model.load_state_dict(ema_sd)
-            cond = None
-            num_classes = int(getattr(self._sample_model, "num_classes", 0))
-            if num_classes > 0:
-                cond = {"label": torch.arange(self.num_samples) % num_classes}
-            videos = self.sample_fn(self._sample_model, self.num_samples, seed=self.seed, cond=cond)
-        videos = videos.cpu().numpy() if isinstance(videos, torch.Tensor) else np.asarray(videos)
-        self.tb.videos("samples", videos, self.step, fps=self.sample_fps)
-        self.tb.flush()
+            model = self._sample_model
+            model.load_state_dict(ema_sd)
+            num_classes = int(getattr(model, "num_classes", 0) or 0)
+            for i in indices:
+                cond = {"label": torch.tensor([i % num_classes])} if num_classes > 0 else None
+                video = self.sample_fn(model, 1, seed=derive_seed(self.seed, _SALT_PREVIEW, i), cond=cond, **options)
+                video = video.cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
+                out[i] = video[0]
+        return out
 
     def _log(self, acc: torch.Tensor, steps: int, grad_norm: float, lr: float, dt: float, start_step: int, t_start: float):
         if self.info.distributed:

@@ -24,6 +24,9 @@ Usage::
     hpdm-sample --workdir=runs/quickstart --export_dir=exports/quickstart
     hpdm-sample --workdir=exports/quickstart --output_dir=out --num_videos=2 --seed=0
 
+Float32 matmuls run as TF32 on CUDA unless the run's config (or ``--gin_param``) sets
+``set_matmul_precision.tf32 = False``; the log states the precision used.
+
 ``--workdir`` is a training run directory or an export. Each video ``i`` is written as
 ``OUT/video_{i:04d}.{mp4,gif,png,npy}`` (the ``.npy`` is the exact uint8 ``T x H x W x C`` array).
 The same seed gives the same videos.
@@ -63,6 +66,7 @@ define_autoguidance_flags()
 def _register_configurables() -> None:
     """Import what an operative config may bind, so that its bindings are applied (not skipped)."""
     import hpdm.samplers  # noqa: F401  (LevelSchedule, OverlapSampler)
+    import hpdm.trainers.distributed  # noqa: F401  (set_matmul_precision: the run's TF32 switch)
 
     try:
         import hpdm.trainers.text  # noqa: F401  (TextEncoder: the prompt path needs its bindings)
@@ -123,7 +127,7 @@ def encode_prompt(model, prompt: str, num_videos: int) -> dict:
         kind = "class-conditional" if int(getattr(model, "num_classes", 0)) > 0 else "unconditional"
         raise ValueError(f"--prompt given, but the model is {kind} (text_dim=0); use --class_label or neither")
     try:
-        from hpdm.trainers.text import TextEncoder
+        from hpdm.trainers.text import TextEncoder, check_text_width
     except ImportError as err:
         raise ImportError(f"--prompt needs the text encoder (hpdm.trainers.text): {err}") from err
     try:
@@ -133,8 +137,7 @@ def encode_prompt(model, prompt: str, num_videos: int) -> dict:
             "cannot build the text encoder of this model: the config must bind TextEncoder.name_or_path "
             f"to a local T5 directory or a cached hub name (set HF_HUB_OFFLINE=1 offline): {err}"
         ) from err
-    if int(encoder.dim) != int(model.text_dim):
-        raise ValueError(f"text encoder width {encoder.dim} does not match the model's text_dim {model.text_dim}")
+    check_text_width(encoder, int(model.text_dim), trained=True)
     text, mask = encoder([prompt] * num_videos)
     return {"text": text, "text_mask": mask}
 
@@ -160,10 +163,12 @@ def main(argv) -> None:
         raise app.UsageError("--num_videos must be >= 1")
 
     from hpdm.samplers.guidance import load_autoguidance
+    from hpdm.trainers.distributed import set_matmul_precision
 
     autoguidance = load_autoguidance()  # first: loading replaces the gin config, and the guided model's must stay
     model = load_model(FLAGS.workdir, FLAGS.use_ema, FLAGS.gin_param)
     device = torch.device(FLAGS.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    set_matmul_precision(device)  # after the run's config is loaded: it may turn TF32 off
     model = model.to(device).eval()
 
     cond = None

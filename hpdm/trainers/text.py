@@ -1,6 +1,7 @@
 """Frozen T5 text encoder with an on-disk cache of caption embeddings (paper Sec. 4.6; Table 8).
 
-The text-to-video models condition on T5 (T5-11B in the paper) token embeddings. The encoder is
+The text-to-video models condition on T5 (T5-11B in the paper, width 1024) token embeddings; the
+model's ``HPDM.text_dim`` must be the encoder's width (``check_text_width``, at set-up). The encoder is
 frozen, so a caption's embedding never changes during training: each caption is encoded once and
 stored in ``cache_dir`` as a small safetensors file keyed by a hash of (encoder id, max_length,
 caption). The files are written atomically (temporary name, then rename), so several data-parallel
@@ -130,6 +131,29 @@ class TextEncoder:
             out[i, : e.shape[0]] = e
             mask[i, : e.shape[0]] = True
         return out, mask
+
+
+def check_text_width(encoder, text_dim: int, trained: bool = False) -> None:
+    """Fail when the model's ``HPDM.text_dim`` is not the width of ``encoder``'s embeddings.
+
+    The text embedder's input projection is ``text_dim`` wide (Sec. 4.6): a T5 of another width
+    fails at the first captioned batch or prompt, or, past a checkpoint, cannot be used at all.
+    ``trained``: the model's weights exist already, so the encoder has to change, not the model.
+    """
+    width = getattr(encoder, "dim", None)
+    if width is None or int(width) == int(text_dim):
+        return
+    name = getattr(encoder, "model_id", type(encoder).__name__)
+    if trained:
+        fix = f"bind TextEncoder.name_or_path to the T5 the model was trained with (width {text_dim})"
+    else:
+        fix = (
+            f"set HPDM.text_dim = {width}, or bind TextEncoder.name_or_path (T5_MODEL) to a T5 of width {text_dim}"
+        )
+    raise ValueError(
+        f"the text encoder {name} produces {width}-wide embeddings but the model has HPDM.text_dim = "
+        f"{text_dim}: {fix}"
+    )
 
 
 def make_tiny_t5(path: str, d_model: int = 32, seed: int = 0) -> str:

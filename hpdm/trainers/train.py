@@ -21,6 +21,9 @@ Usage::
     torchrun --nnodes=4 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_id=hpdm-x \
         --rdzv_endpoint=NODE0_HOST:29500 -m hpdm.trainers.train --gin_file=... --workdir=runs/x
 
+Float32 matmuls and convolutions run as TF32 on CUDA (``set_matmul_precision.tf32 = False`` for
+exact float32); the log's first lines state the matmul precision.
+
 Writes ``WORKDIR/config.gin`` (operative gin config), ``WORKDIR/checkpoints/step_XXXXXXXX/`` and
 TensorBoard events in ``WORKDIR``. A resumed run whose config differs from the saved one stops with
 a diff, unless ``--allow_config_override`` is given. A misspelt gin binding fails at start-up.
