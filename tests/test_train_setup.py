@@ -150,3 +150,34 @@ def test_num_classes_from_the_data(clean_state):
     with pytest.raises(ValueError, match=r"the data has 3 classes but the model was built for 9: set HPDM.num_classes = 3"):
         check_num_classes(three, types.SimpleNamespace(num_classes=9))
     check_num_classes(three, types.SimpleNamespace(num_classes=0))  # unconditional on labelled data is allowed
+
+
+def test_a_config_saved_before_later_recorded_settings_is_the_same_run():
+    """Resuming a run whose config.gin predates the sampler / matmul-precision sections and the
+    preview arguments is no configuration conflict; any other difference still is."""
+    from hpdm.trainers.loop import _later_additions
+
+    current = "\n".join(
+        [
+            "# Parameters for HPDM:",
+            "HPDM.token_dim = 16",
+            "",
+            "# Parameters for set_matmul_precision:",
+            "set_matmul_precision.tf32 = True",
+            "",
+            "# Parameters for Trainer:",
+            "Trainer.preview_overlap = None",
+            "Trainer.preview_steps = None",
+            "Trainer.train_steps = 6",
+            "",
+        ]
+    )
+    saved = "\n".join(["# Parameters for HPDM:", "HPDM.token_dim = 16", "", "# Parameters for Trainer:", "Trainer.train_steps = 6", ""])
+    assert _later_additions(saved, current) == [
+        "set_matmul_precision",
+        "Trainer.preview_overlap = None",
+        "Trainer.preview_steps = None",
+    ]
+    assert _later_additions(current, current) == []
+    assert _later_additions(saved.replace("= 6", "= 7"), current) is None
+    assert _later_additions(saved, current.replace("preview_steps = None", "preview_steps = [2]")) is None

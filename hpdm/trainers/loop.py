@@ -168,23 +168,34 @@ def _record_sampler_config() -> None:
     OverlapSampler()
 
 
-_SAMPLER_HEADERS = ("# Parameters for LevelSchedule:", "# Parameters for OverlapSampler:")
+# What newer versions record in config.gin that older runs' configs lack: whole sections (the sampler
+# settings, which _record_sampler_config adds, and the matmul precision) and trainer arguments whose
+# default keeps the older behaviour. A saved config that differs only by these is the same run.
+_LATER_SECTIONS = ("LevelSchedule", "OverlapSampler", "set_matmul_precision")
+_LATER_LINES = ("Trainer.preview_overlap = None", "Trainer.preview_steps = None")
 
 
-def _predates_sampler_sections(saved: str, current: str) -> bool:
-    """Whether ``saved`` is ``current`` minus the sampler sections that ``_record_sampler_config`` adds.
+def _later_additions(saved: str, current: str) -> list[str] | None:
+    """What ``current`` adds to ``saved`` if that is only ``_LATER_SECTIONS`` / ``_LATER_LINES``
+    (missing from ``saved``), else None."""
 
-    Such a config was written before the trainer recorded sampler bindings: resuming it is the same
-    run, not a configuration conflict.
-    """
+    def split(config: str) -> tuple[list[str], list[str]]:
+        kept, added = [], []
+        for section in re.split(r"\n(?=# Parameters for )", config):
+            header = re.match(r"# Parameters for (\S+):", section)
+            if header and header.group(1) in _LATER_SECTIONS:
+                added.append(header.group(1))
+                continue
+            lines = section.split("\n")
+            added += [line for line in lines if line in _LATER_LINES]
+            kept.append("\n".join(line for line in lines if line not in _LATER_LINES))
+        return kept, added
 
-    def split(config: str) -> tuple[str, bool]:
-        sections = re.split(r"\n(?=# Parameters for )", config)
-        keep = [s for s in sections if not s.startswith(_SAMPLER_HEADERS)]
-        return "\n".join(keep), len(keep) != len(sections)
-
-    saved_rest, saved_has_sampler = split(saved)
-    return not saved_has_sampler and saved_rest == split(current)[0]
+    saved_rest, saved_added = split(saved)
+    current_rest, current_added = split(current)
+    if saved_rest != current_rest or not set(saved_added) <= set(current_added):
+        return None
+    return [a for a in current_added if a not in saved_added]
 
 
 def bind_num_classes_from_data(loader) -> None:
@@ -480,8 +491,9 @@ class Trainer:
                 saved = f.read()
             if saved == self.operative_config:
                 return
-            if _predates_sampler_sections(saved, self.operative_config):
-                logging.info("Adding the sampler settings to %s (saved before they were recorded)", path)
+            added = _later_additions(saved, self.operative_config)
+            if added is not None:
+                logging.info("Adding to %s what this version records and the run's config predates: %s", path, ", ".join(added))
             else:
                 diff = "\n".join(
                     difflib.unified_diff(saved.splitlines(), self.operative_config.splitlines(), "saved", "new", lineterm="", n=0)
