@@ -35,7 +35,8 @@ def test_fusers_of_blocks_that_fuse_nothing_are_dropped_with_a_note(caplog):
     state = load_file(os.path.join(PRETRAINED, "model.safetensors"))
     stale = sorted(k for k in state if k.startswith("fusers.0."))
     assert stale, "the shipped checkpoint no longer holds block 0's fuser: this test has nothing to check"
-    with caplog.at_level(logging.INFO):
+    # absl's logger: flag parsing elsewhere in the session sets its own level (WARNING by default).
+    with caplog.at_level(logging.INFO, logger="absl"):
         model = load_pretrained(PRETRAINED)
     assert "dropped 4 tensors of the context fusers of blocks [0]" in caplog.text
     assert "0" not in model.fusers and set(model.fusers) == {"1", "2", "3"}
