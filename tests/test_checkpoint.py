@@ -1,7 +1,9 @@
-"""Checkpoint layout, atomicity, retention, fallback, architecture checks, fine-tuning loads."""
+"""Checkpoint layout, atomicity, checksums, retention, fallback, architecture checks, fine-tuning loads."""
 
 import copy
+import json
 import os
+import struct
 
 import pytest
 import torch
@@ -30,7 +32,7 @@ def test_layout_roundtrip_and_weights_only(tmp_path):
     m = _model()
     path = _save(str(tmp_path), 7, m)
     assert path == os.path.join(str(tmp_path), "checkpoints", "step_00000007")
-    assert sorted(os.listdir(path)) == ["ema.safetensors", "model.safetensors", "state.pt"]
+    assert sorted(os.listdir(path)) == ["ema.safetensors", "manifest.json", "model.safetensors", "state.pt"]
     model_sd, ema_sd, state = ckpt.load_checkpoint(path)
     for k, v in m.state_dict().items():
         assert torch.equal(model_sd[k], v) and torch.equal(ema_sd[k], v)
@@ -60,6 +62,95 @@ def test_corrupt_newest_falls_back(tmp_path, victim, caplog):
     found = ckpt.load_latest(str(tmp_path))
     assert found is not None and found[0].endswith("step_00000001")
     assert found[1][2]["step"] == 1
+
+
+def flip_bit_in_payload(path):
+    """Flip one bit in the middle of a file's payload: a safetensors file's tensor bytes (past its
+    JSON header, so the file still parses), or the middle of state.pt."""
+    with open(path, "r+b") as f:
+        raw = f.read()
+        start = 8 + struct.unpack("<Q", raw[:8])[0] if path.endswith(".safetensors") else 0
+        offset = (start + len(raw)) // 2
+        f.seek(offset)
+        f.write(bytes([raw[offset] ^ 0x01]))
+
+
+@pytest.mark.parametrize("victim", ["model.safetensors", "ema.safetensors", "state.pt"])
+def test_flipped_bit_is_detected_and_the_older_checkpoint_used(tmp_path, victim):
+    from safetensors.torch import load_file
+
+    m = _model()
+    _save(str(tmp_path), 1, m)
+    newest = _save(str(tmp_path), 2, m)
+    flip_bit_in_payload(os.path.join(newest, victim))
+    if victim != "state.pt":
+        load_file(os.path.join(newest, victim))  # still a well-formed file: only the checksum tells
+    with pytest.raises(ckpt.CheckpointError, match=f"{victim} does not match its sha256"):
+        ckpt.load_checkpoint(newest)
+    found = ckpt.load_latest(str(tmp_path))
+    assert found[0].endswith("step_00000001") and found[1][2]["step"] == 1
+
+
+def test_checkpoint_without_manifest_loads_unverified_with_a_warning(tmp_path, caplog):
+    """Checkpoints written before checksums existed still load (and still resume runs)."""
+    m = _model()
+    path = _save(str(tmp_path), 3, m)
+    os.remove(os.path.join(path, "manifest.json"))
+    assert ckpt.verify_checkpoint(path) is False
+    model_sd, _, state = ckpt.load_checkpoint(path)
+    assert state["step"] == 3 and all(torch.equal(model_sd[k], v) for k, v in m.state_dict().items())
+    assert "loading it unverified" in caplog.text
+
+
+def test_retention_counts_only_verified_checkpoints(tmp_path, monkeypatch):
+    """keep=1 next to a newer damaged checkpoint: the valid one just saved stays, and it is what loads."""
+    m = _model()
+    damaged = _save(str(tmp_path), 3, m)
+    flip_bit_in_payload(os.path.join(damaged, "model.safetensors"))
+    monkeypatch.setattr(ckpt, "_VERIFIED", {})  # as in the next process: nothing verified yet
+    _save(str(tmp_path), 2, m, keep=1)
+    assert [s for s, _ in ckpt.list_checkpoints(str(tmp_path))] == [3, 2]
+    assert ckpt.load_latest(str(tmp_path))[0].endswith("step_00000002")
+    # A verified newer one makes both older ones surplus, the damaged one included.
+    _save(str(tmp_path), 4, m, keep=1)
+    assert [s for s, _ in ckpt.list_checkpoints(str(tmp_path))] == [4]
+
+
+def test_files_and_directories_are_fsynced_before_the_rename(tmp_path, monkeypatch):
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to name what an fd points at")
+    events = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(src, dst):
+        events.append(("rename", os.path.realpath(src)))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    final = _save(str(tmp_path), 5, _model())
+    tmp = os.path.realpath(final) + ".tmp"
+    renamed = events.index(("rename", tmp))
+    synced = {path for kind, path in events[:renamed] if kind == "fsync"}
+    for name in ("model.safetensors", "ema.safetensors", "state.pt", "manifest.json"):
+        assert os.path.join(tmp, name) in synced, name
+    assert tmp in synced  # the directory's entries
+    assert ("fsync", os.path.dirname(tmp)) in events[renamed:]  # and the rename itself
+    with open(os.path.join(final, "manifest.json")) as f:
+        assert set(json.load(f)["files"]) == {"model.safetensors", "ema.safetensors", "state.pt"}
+
+
+def test_set_aside_renames_every_checkpoint(tmp_path):
+    m = _model()
+    for step in (1, 2):
+        _save(str(tmp_path), step, m)
+    moved = ckpt.set_aside(str(tmp_path))
+    assert sorted(os.path.basename(p) for p in moved) == ["step_00000001.unreadable", "step_00000002.unreadable"]
+    assert ckpt.list_checkpoints(str(tmp_path)) == []
 
 
 def test_architecture_mismatch_lists_tensors(tmp_path):

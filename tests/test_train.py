@@ -1,5 +1,6 @@
 """The hpdm-train binary end to end on a tiny HPDM (CPU): exact resume after SIGKILL, TensorBoard
-events, config and architecture checks, checkpoint fallback, non-finite loss handling, fine-tuning."""
+events, config and architecture checks, config overrides that take effect, checkpoint fallback,
+non-finite loss handling, fine-tuning. Signals, locking and unreadable workdirs: test_recovery.py."""
 
 import os
 import re
@@ -13,7 +14,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from test_checkpoint import flip_bit_in_payload
 from test_train_helpers import assert_tree_equal, ckpt_dir, env, load_ckpt, run, train_cmd, write_gin, REPO
+
+
+def _scalars(workdir, tag) -> dict:
+    """``{step: value}`` of a TensorBoard scalar over every event file of a workdir."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(workdir), size_guidance={"scalars": 0})
+    ea.Reload()
+    return {e.step: e.value for e in ea.Scalars(tag)}
 
 
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
@@ -121,8 +132,22 @@ def test_config_conflict_override_and_architecture_mismatch(tmp_path):
     # The workdir alone resumes with the saved config (nothing left to do at step 2 of 2).
     _, _, err = run([*train_cmd(gin_file, work)[:3], f"--workdir={work}"])
     assert "Nothing to do" in err
-    run(train_cmd(gin_file, work, "TRAIN_STEPS=4", extra_flags=["--allow_config_override"]))
-    assert load_ckpt(work, 4)[2]["step"] == 4
+    # A longer run, another LR and warm-up: from the resumed step on, the run is what config.gin
+    # says, i.e. what a run started with the new config does at steps 3 and 4 (LR, schedule state,
+    # optimiser settings); the old schedule would have reached its end at step 2.
+    new = ("TRAIN_STEPS=4", "Lamb.lr=0.002", "warmup_cosine.warmup_steps=3", "build_optimizer.weight_decay=0.02")
+    _, _, err = run(train_cmd(gin_file, work, *new, extra_flags=["--allow_config_override"]))
+    assert "LR schedule (4 steps) from the new config" in err
+    fresh = tmp_path / "fresh"
+    run(train_cmd(gin_file, fresh, *new))
+    resumed, expected = load_ckpt(work, 4)[2], load_ckpt(fresh, 4)[2]
+    assert resumed["step"] == 4
+    assert_tree_equal(expected["scheduler"], resumed["scheduler"], "scheduler")
+    assert_tree_equal(expected["optimizer"]["param_groups"], resumed["optimizer"]["param_groups"], "param_groups")
+    lr, fresh_lr = _scalars(work, "train/lr"), _scalars(fresh, "train/lr")
+    assert [lr[s] for s in (3, 4)] == [fresh_lr[s] for s in (3, 4)]
+    with open(os.path.join(str(work), "config.gin")) as a, open(os.path.join(str(fresh), "config.gin")) as b:
+        assert a.read() == b.read()
     code, _, err = run(
         train_cmd(gin_file, work, "TRAIN_STEPS=4", "HPDM.token_dim=24", extra_flags=["--allow_config_override"]),
         check=False,
@@ -131,14 +156,15 @@ def test_config_conflict_override_and_architecture_mismatch(tmp_path):
 
 
 def test_corrupt_newest_checkpoint_falls_back(tmp_path):
+    """A flipped bit inside a tensor of the newest checkpoint (a file that still parses) is caught
+    by its checksum; the run resumes from the one before and ends with the same weights."""
     gin_file = write_gin(tmp_path)
     work = tmp_path / "w"
     run(train_cmd(gin_file, work, "TRAIN_STEPS=4"))
     reference = load_ckpt(work, 4)
-    with open(os.path.join(ckpt_dir(work, 4), "model.safetensors"), "r+b") as f:
-        f.truncate(64)
+    flip_bit_in_payload(os.path.join(ckpt_dir(work, 4), "model.safetensors"))
     _, _, err = run(train_cmd(gin_file, work, "TRAIN_STEPS=4"))
-    assert "unreadable" in err and "step_00000002 at step 2" in err
+    assert "model.safetensors does not match its sha256" in err and "step_00000002 at step 2" in err
     again = load_ckpt(work, 4)
     for k in reference[0]:
         assert torch.equal(reference[0][k], again[0][k]), k

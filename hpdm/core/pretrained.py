@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from typing import Sequence
+from typing import Optional, Sequence
 
 import gin
 import torch
@@ -69,20 +69,26 @@ def load_state_strict(model: torch.nn.Module, state: dict, source: str) -> None:
     model.load_state_dict(state)
 
 
-def load_pretrained(path: str, use_ema: bool = True, bindings: Sequence[str] = ()) -> HPDM:
+def load_pretrained(
+    path: str, use_ema: bool = True, bindings: Sequence[str] = (), trust_config: Optional[bool] = None
+) -> HPDM:
     """Rebuild the model of a workdir or export directory and load its (EMA) weights, in eval mode.
 
     Replaces the process's gin config with the saved operative config (plus ``bindings``). Bindings
     of configurables that are not imported here (trainer, data) are skipped: they were validated
     when the run started.
+
+    The saved config may import only hpdm modules (``hpdm.gin_utils.vet_config``): an export is a
+    directory people share, and gin runs a config's imports. ``trust_config=True`` loads one that
+    imports other code; None follows ``gin_utils.set_config_trust`` (``--trust_config``), else False.
     """
     config = os.path.join(path, gin_utils.OPERATIVE_CONFIG)
     if not os.path.isfile(config):
         raise FileNotFoundError(f"{path} has no {gin_utils.OPERATIVE_CONFIG}: not a training workdir or export")
+    gin_utils.check_saved_config(config, trust_config)  # before anything else is read or replaced
     weights = _weights_file(path, use_ema)
     gin.clear_config()
-    with open(config, encoding="utf-8") as f:
-        gin_utils.parse_text(f.read(), skip_unknown=True)
+    gin_utils.parse_saved_config(config, skip_unknown=True, trust=trust_config)
     if bindings:
         gin.parse_config(list(bindings), skip_unknown=True)
     model = HPDM()
@@ -91,11 +97,19 @@ def load_pretrained(path: str, use_ema: bool = True, bindings: Sequence[str] = (
     return model.eval()
 
 
-def export_model(workdir: str, output_dir: str, use_ema: bool = True) -> str:
-    """Write ``config.gin`` + ``model.safetensors`` (EMA weights by default) into ``output_dir``."""
+def export_model(workdir: str, output_dir: str, use_ema: bool = True, trust_config: Optional[bool] = None) -> str:
+    """Write ``config.gin`` + ``model.safetensors`` (EMA weights by default) into ``output_dir``.
+
+    A config that ``load_pretrained`` would refuse is refused here too (unless ``trust_config``):
+    an export is made to be shared, and should not carry foreign code unnoticed.
+    """
+    config = os.path.join(workdir, gin_utils.OPERATIVE_CONFIG)
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"{workdir} has no {gin_utils.OPERATIVE_CONFIG}: not a training workdir")
+    gin_utils.check_saved_config(config, trust_config)
     weights = _weights_file(workdir, use_ema)
     os.makedirs(output_dir, exist_ok=True)
-    shutil.copyfile(os.path.join(workdir, gin_utils.OPERATIVE_CONFIG), os.path.join(output_dir, gin_utils.OPERATIVE_CONFIG))
+    shutil.copyfile(config, os.path.join(output_dir, gin_utils.OPERATIVE_CONFIG))
     tmp = os.path.join(output_dir, EXPORT_WEIGHTS + ".tmp")
     save_file(load_file(weights), tmp)
     os.replace(tmp, os.path.join(output_dir, EXPORT_WEIGHTS))

@@ -37,7 +37,11 @@ def class_folders(root: str) -> List[str]:
     """Sorted names of the (non-hidden) immediate subdirectories of ``root``: the class names."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"data root {root!r} is not a directory")
-    return sorted(d for d in os.listdir(root) if not d.startswith(".") and os.path.isdir(os.path.join(root, d)))
+    try:
+        names = os.listdir(root)
+    except OSError as e:
+        raise OSError(f"cannot list the data root {root!r} ({e.strerror or e}); check its permissions") from e
+    return sorted(d for d in names if not d.startswith(".") and os.path.isdir(os.path.join(root, d)))
 
 
 class IndexedSource:
@@ -144,12 +148,12 @@ def folder_items(
     empty), with captions attached from ``captions_file`` when given."""
     label_of = {name: i for i, name in enumerate(class_names)}
     items = []
-    for rel in list_files(root, extensions):
+    for rel in list_files(root, extensions, report):
         folder = rel.split("/", 1)[0] if "/" in rel else None
         if class_names and folder is None:
             report.add(rel, "outside class folders")
             continue
         items.append(Item(rel, label_of[folder] if class_names else None))
     if captions_file is not None:
-        items = attach_captions(items, read_captions(captions_file, root), report)
+        items = attach_captions(items, read_captions(captions_file, root, report), report)
     return items

@@ -5,6 +5,10 @@ DropSkipped -> Batcher -> collate -> Prefetcher``, wrapped in a ``Loader``. Work
 default (OpenCV and torch release the GIL) or processes; either way they receive objects already
 configured by gin in the parent. The loader never ends: epochs follow one another and the epoch
 counter lives in the state, so the trainer only calls ``next()``.
+
+A run resumed on another number of ranks cannot load its per-rank states (each names its rank and
+world size); ``TrainLoader.continue_from`` takes all of them and continues the global sample order
+where they stopped (``hpdm.data.nodes.continue_epoch``).
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from torchdata.nodes import Batcher, Loader, Mapper, ParallelMapper, Prefetcher
 
 from hpdm.data.base import ClipSpec, Source
 from hpdm.data.hierarchy import AsArrays, MakeHierarchy
-from hpdm.data.nodes import DropSkipped, EpochSampler, collate
+from hpdm.data.nodes import DropSkipped, EpochSampler, collate, continue_epoch
 from hpdm.data.synthetic import SyntheticVideos
 from hpdm.pyramid import Pyramid
 
 _STATE_VERSION = 1
+_SAMPLER_KEYS = frozenset({"epoch", "position", "length", "seed", "rank", "world_size"})
 _OPEN_LOADERS: "weakref.WeakSet[TrainLoader]" = weakref.WeakSet()
 
 
@@ -67,9 +72,20 @@ class TrainLoader:
     ``has_text``, ``rank``, ``world_size``.
     """
 
-    def __init__(self, root, source: Source, pyramid: Pyramid, spec: ClipSpec, batch_size: int, rank: int, world_size: int):
+    def __init__(
+        self,
+        root,
+        source: Source,
+        pyramid: Pyramid,
+        spec: ClipSpec,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        sampler: Optional[EpochSampler] = None,
+    ):
         self._loader = Loader(root, restart_on_stop_iteration=False)
         self._it = None
+        self._sampler = sampler
         self.source, self.pyramid, self.spec, self.batch_size = source, pyramid, spec, batch_size
         self.rank, self.world_size = rank, world_size
         self.num_classes = int(source.num_classes)
@@ -105,6 +121,43 @@ class TrainLoader:
             raise ValueError(f"unsupported data loader state version {state.get('version')!r}")
         self._loader.load_state_dict(state["loader"])
         self._it = None  # the next __next__ restarts the pipeline from the loaded state
+
+    def continue_from(self, states: Sequence[Dict[str, Any]]) -> None:
+        """Continue where the loaders of another world size stopped: ``states`` are their
+        ``state_dict()``s, one per old rank in rank order. Call it instead of ``load_state_dict``,
+        before the first batch. No item of the interrupted epoch is visited twice or left out (see
+        ``continue_epoch`` for the epoch's last items); the skip count starts afresh."""
+        if self._sampler is None:
+            raise ValueError("this loader was built without its sampler: it cannot continue another world size's order")
+        if self._it is not None:
+            raise RuntimeError("continue_from must come before the first batch")
+        samplers = [sampler_state(s) for s in states]
+        self._sampler.start_at(continue_epoch(samplers, self.rank, self.world_size))
+
+
+def sampler_state(state: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``EpochSampler`` state inside a ``TrainLoader.state_dict()``: how far its rank got."""
+    if state.get("version") != _STATE_VERSION:
+        raise ValueError(f"unsupported data loader state version {state.get('version')!r}")
+    found = _find_sampler_state(state["loader"])
+    if found is None:
+        raise ValueError("the saved data loader state holds no sampler state")
+    return found
+
+
+def _find_sampler_state(node: Any) -> Optional[Dict[str, Any]]:
+    if not isinstance(node, dict):
+        return None
+    if _SAMPLER_KEYS <= node.keys():
+        return node
+    # A snapshot taken some items back is replayed on load; its sampler position would be behind.
+    if node.get("steps_since_snapshot", 0):
+        raise ValueError("the saved data loader state is a snapshot from earlier items: its position is not exact")
+    for value in node.values():
+        found = _find_sampler_state(value)
+        if found is not None:
+            return found
+    return None
 
 
 @gin.configurable
@@ -150,7 +203,7 @@ def build_train_loader(
     rank, world_size = dist_rank_world(rank, world_size)
     source.prepare(spec)
 
-    node = EpochSampler(len(source), seed, rank, world_size, shuffle)
+    sampler = node = EpochSampler(len(source), seed, rank, world_size, shuffle)
     make = MakeHierarchy(source, pyramid, spec, seed)
     if num_workers > 0:
         if worker_method == "process":
@@ -162,4 +215,4 @@ def build_train_loader(
     node = Mapper(Batcher(node, batch_size, drop_last=True), collate)
     if prefetch > 0:
         node = Prefetcher(node, prefetch_factor=prefetch)
-    return TrainLoader(node, source, pyramid, spec, batch_size, rank, world_size)
+    return TrainLoader(node, source, pyramid, spec, batch_size, rank, world_size, sampler)

@@ -105,7 +105,7 @@ class UCF101(IndexedSource):
 
     def candidates(self, report: SkipReport) -> List[Item]:
         lists = {"train": ["trainlist"], "test": ["testlist"], "all": ["trainlist", "testlist"]}[self.subset]
-        on_disk = {p.lower(): p for p in list_files(self.root, VIDEO_EXTENSIONS)}
+        on_disk = {p.lower(): p for p in list_files(self.root, VIDEO_EXTENSIONS, report)}
         label_of = {name.lower(): i for i, name in enumerate(self.class_names)}
         items = []
         for prefix in lists:
@@ -132,5 +132,5 @@ class TextVideoPairs(IndexedSource):
         self.captions_file = captions
 
     def candidates(self, report: SkipReport) -> List[Item]:
-        captions = read_captions(self.captions_file, self.root)
+        captions = read_captions(self.captions_file, self.root, report)
         return [Item(path, None, tuple(texts)) for path, texts in sorted(captions.items())]

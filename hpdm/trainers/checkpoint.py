@@ -9,18 +9,26 @@ Layout (a contract the sampler and ``hpdm.core`` loaders rely on)::
         state.pt                                    optimiser, LR schedule, data-loader and RNG
                                                     states, step, skip counters (tensors and plain
                                                     Python containers only: torch.load(weights_only=True))
+        manifest.json                               size and sha256 of the three files above
 
-A checkpoint is written into ``step_XXXXXXXX.tmp`` and renamed into place, so a crash (or SIGKILL)
-leaves either a complete checkpoint or a ``.tmp`` directory that is ignored and later removed.
+A checkpoint is written into ``step_XXXXXXXX.tmp``, every file and the directory are fsynced, and
+only then is it renamed into place; so a crash, SIGKILL or power loss leaves either a complete
+checkpoint or a ``.tmp`` directory that is ignored and later removed. Loading checks every file
+against the manifest, so a truncated file or a flipped bit is an unreadable checkpoint (the next
+older one is used), never weights that load without complaint. Checkpoints written before the
+manifest existed load with a warning that they cannot be verified. Retention counts only verified
+checkpoints, so a newer corrupt one never causes the last good one to be deleted.
 Weights never go through pickle (DESIGN.md: never unpickle arbitrary objects from a checkpoint).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 from absl import logging
@@ -33,6 +41,11 @@ CHECKPOINT_SUBDIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.pt"
+MANIFEST_FILE = "manifest.json"
+SEALED_FILES = (MODEL_FILE, EMA_FILE, STATE_FILE)
+UNREADABLE_SUFFIX = ".unreadable"
+_MANIFEST_FORMAT = 1
+_HASH_CHUNK = 1 << 20
 _STEP_RE = re.compile(r"^step_(\d{8,})$")
 
 
@@ -61,7 +74,9 @@ def list_checkpoints(workdir: str) -> list[tuple[int, str]]:
     return sorted(found, reverse=True)
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a directory's entries (files created or renamed in it) durable; a no-op where the OS
+    cannot fsync directories."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -72,6 +87,96 @@ def _fsync_dir(path: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _sha256(path: str, fsync: bool = False) -> str:
+    """Hex sha256 of a file, read in chunks (checkpoint files can be tens of gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+        if fsync:
+            os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+def _seal(path: str) -> dict:
+    """fsync ``path`` and return its manifest entry (size and sha256 of the bytes written)."""
+    return {"bytes": os.path.getsize(path), "sha256": _sha256(path, fsync=True)}
+
+
+def _write_manifest(directory: str, step: int) -> None:
+    """Seal the tensor files of ``directory`` and record them in its manifest (fsynced too)."""
+    manifest = {"format": _MANIFEST_FORMAT, "step": step, "files": {n: _seal(os.path.join(directory, n)) for n in SEALED_FILES}}
+    with open(os.path.join(directory, MANIFEST_FILE), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# Checkpoints this process has hashed (or written), with the stat of their files then: pruning
+# asks at every save whether the newest checkpoints are good, and re-hashing tens of gigabytes each
+# time would cost more than the save. A file changed since (size, mtime or inode) is hashed again.
+_VERIFIED: dict[str, tuple] = {}
+
+
+def _signature(path: str) -> Optional[tuple]:
+    try:
+        stats = [os.stat(os.path.join(path, n)) for n in (*SEALED_FILES, MANIFEST_FILE)]
+    except OSError:
+        return None
+    return tuple((s.st_size, s.st_mtime_ns, s.st_ino) for s in stats)
+
+
+def _remember_verified(path: str) -> None:
+    _VERIFIED[os.path.abspath(path)] = _signature(path)
+
+
+def _remembered(path: str) -> bool:
+    """Whether this process verified ``path`` and its files are unchanged since."""
+    signature = _signature(path)
+    return signature is not None and _VERIFIED.get(os.path.abspath(path)) == signature
+
+
+def verify_checkpoint(path: str, cached: bool = False) -> bool:
+    """Check every tensor file of ``path`` against its manifest.
+
+    Returns True when all match, False when the checkpoint has no manifest (written before
+    checksums existed: it cannot be verified); raises CheckpointError naming the first file that is
+    missing or differs from what was written. ``cached``: trust this process's earlier verdict on
+    files whose stat has not changed since (pruning); a load always hashes.
+    """
+    if cached and _remembered(path):
+        return True
+    manifest_path = os.path.join(path, MANIFEST_FILE)
+    if not os.path.exists(manifest_path):
+        return False
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            files = json.load(f)["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path}: {MANIFEST_FILE} is unreadable: {type(e).__name__}: {e}") from e
+    for name in SEALED_FILES:
+        if name not in files:
+            raise CheckpointError(f"checkpoint {path}: {MANIFEST_FILE} does not list {name}")
+        _check_file(path, name, files[name])
+    _remember_verified(path)
+    return True
+
+
+def _check_file(path: str, name: str, entry: dict) -> None:
+    """CheckpointError unless file ``name`` of checkpoint ``path`` has the size and sha256 of ``entry``."""
+    file_path = os.path.join(path, name)
+    if not os.path.isfile(file_path):
+        raise CheckpointError(f"checkpoint {path}: {name} is missing")
+    size = os.path.getsize(file_path)
+    if size != entry["bytes"]:
+        raise CheckpointError(f"checkpoint {path}: {name} has {size} bytes, {entry['bytes']} were written (truncated?)")
+    if _sha256(file_path) != entry["sha256"]:
+        raise CheckpointError(
+            f"checkpoint {path}: {name} does not match its sha256 in {MANIFEST_FILE} (its bytes changed after it "
+            "was written: a flipped bit or a damaged disk)"
+        )
 
 
 def _plain(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -87,12 +192,14 @@ def save_checkpoint(
     state: dict,
     keep: int = 3,
 ) -> str:
-    """Write one checkpoint atomically and keep only the newest ``keep`` (call on one rank only).
+    """Write one checkpoint atomically and keep only the newest ``keep`` verified ones (call on one rank only).
 
     ``model_state``/``ema_state`` must be full (unsharded) state dicts with plain module names.
     """
     root = checkpoints_root(workdir)
-    os.makedirs(root, exist_ok=True)
+    if not os.path.isdir(root):
+        os.makedirs(root)
+        fsync_dir(workdir)  # the new directory's own entry must survive a power loss too
     final = step_dir(workdir, step)
     tmp = final + ".tmp"
     if os.path.exists(tmp):
@@ -102,9 +209,10 @@ def save_checkpoint(
     save_file(_plain(ema_state), os.path.join(tmp, EMA_FILE), metadata={"step": str(step)})
     with open(os.path.join(tmp, STATE_FILE), "wb") as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_dir(tmp)
+    # Only fsynced files may be renamed into place: without it a power loss can leave a "complete"
+    # step directory whose safetensors files are empty.
+    _write_manifest(tmp, step)
+    fsync_dir(tmp)
     if os.path.exists(final):
         # Re-saving a step (e.g. the final step after a resume at that step): swap atomically-ish,
         # the old copy stays complete until the new one is in place.
@@ -116,23 +224,46 @@ def save_checkpoint(
         shutil.rmtree(old)
     else:
         os.rename(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
+    _remember_verified(final)  # hashed as it was sealed
     _prune(workdir, keep)
     return final
 
 
+def _counts_as_kept(path: str) -> bool:
+    """Whether ``path`` may stand in for the checkpoints retention deletes: only a verified one."""
+    try:
+        return verify_checkpoint(path, cached=True)
+    except CheckpointError as e:
+        logging.warning("Not counting a damaged checkpoint towards keep_checkpoints: %s", e)
+        return False
+
+
 def _prune(workdir: str, keep: int) -> None:
+    """Remove leftovers of interrupted saves, and every checkpoint older than the ``keep``-th
+    newest verified one (a damaged or unverifiable one newer than that is left alone)."""
     root = checkpoints_root(workdir)
     for name in os.listdir(root):
         if name.endswith(".tmp") or name.endswith(".old"):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-    if keep and keep > 0:
-        for _, path in list_checkpoints(workdir)[keep:]:
+    if not keep or keep <= 0:
+        return
+    verified = 0
+    for _, path in list_checkpoints(workdir):
+        if verified >= keep:
             shutil.rmtree(path, ignore_errors=True)
+            _VERIFIED.pop(os.path.abspath(path), None)
+        elif _counts_as_kept(path):
+            verified += 1
 
 
 def load_checkpoint(path: str) -> tuple[dict, dict, dict]:
-    """Read ``(model_state, ema_state, state)`` from a checkpoint directory; CheckpointError if unreadable."""
+    """Read ``(model_state, ema_state, state)`` from a checkpoint directory; CheckpointError if unreadable
+    or if a file differs from its manifest."""
+    if not verify_checkpoint(path):
+        logging.warning(
+            "Checkpoint %s has no %s (written before checksums existed): loading it unverified", path, MANIFEST_FILE
+        )
     try:
         model_state = load_file(os.path.join(path, MODEL_FILE))
         ema_state = load_file(os.path.join(path, EMA_FILE))
@@ -144,14 +275,33 @@ def load_checkpoint(path: str) -> tuple[dict, dict, dict]:
     return model_state, ema_state, state
 
 
-def load_latest(workdir: str) -> tuple[str, tuple[dict, dict, dict]] | None:
-    """Newest readable checkpoint of ``workdir`` and its contents; older ones are tried with a warning."""
+def load_latest(workdir: str, errors: Optional[list] = None) -> tuple[str, tuple[dict, dict, dict]] | None:
+    """Newest readable checkpoint of ``workdir`` and its contents; older ones are tried with a warning.
+
+    ``errors``, if given, receives the message of every checkpoint that could not be read.
+    """
     for step, path in list_checkpoints(workdir):
         try:
             return path, load_checkpoint(path)
         except CheckpointError as e:
             logging.warning("Skipping unreadable checkpoint (falling back to an older one): %s", e)
+            if errors is not None:
+                errors.append(str(e))
     return None
+
+
+def set_aside(workdir: str) -> list[str]:
+    """Rename every checkpoint of ``workdir`` to ``step_XXXXXXXX.unreadable`` (kept for inspection,
+    never loaded or pruned); returns the new paths. For starting over when none is readable."""
+    moved = []
+    for _, path in list_checkpoints(workdir):
+        target = path + UNREADABLE_SUFFIX
+        if os.path.exists(target):  # set aside by an earlier start-over: the newer copy replaces it
+            shutil.rmtree(target)
+        os.rename(path, target)
+        moved.append(target)
+    fsync_dir(checkpoints_root(workdir))
+    return moved
 
 
 def latest_valid_checkpoint(workdir: str) -> str | None:

@@ -145,6 +145,15 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return flag
 
 
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest ``value`` of all ranks (every rank gets the same answer, e.g. to agree on a stop)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+    return int(value)
+
+
 def gather_objects(obj) -> list:
     """Every rank's ``obj`` (in rank order); ``[obj]`` in a single process."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -4,6 +4,12 @@ One optimiser step: ``grad_accum`` micro-batches per rank, the joint hierarchica
 gradient clipping, LAMB, the warm-up + cosine LR schedule, the EMA. Around it: exact resume,
 checkpoints, TensorBoard, the console progress line, and samples every ``sample_every`` steps.
 
+What clusters do to a run is survived: SIGTERM / SIGINT stop it after the current step with a
+checkpoint (``hpdm.trainers.stop``); one run at a time holds the workdir (``hpdm.trainers.lock``);
+checkpoints are checksummed, and a workdir whose checkpoints are all unreadable is refused rather
+than silently restarted; a resume on another number of ranks continues the global sample order; an
+allowed config override takes effect from the resumed step (optimiser settings, LR schedule).
+
 Randomness that shapes a step is drawn *per sample* from a generator keyed by ``(seed, step,
 position of the sample in the global batch)``: the noise levels, the noise, and the conditioning
 dropout. The data loader shards strided by rank, so sample ``j`` of rank ``r`` in micro-batch ``m``
@@ -23,8 +29,10 @@ import math
 import os
 import random
 import re
+import signal
 import struct
 import time
+import warnings
 from typing import Callable, Optional, Sequence
 
 import gin
@@ -39,7 +47,9 @@ from hpdm.trainers import checkpoint as ckpt
 from hpdm.trainers import distributed as hdist
 from hpdm.trainers.ema import EMA
 from hpdm.trainers.lamb import build_optimizer
+from hpdm.trainers.lock import WorkdirLock, WorkdirLockedError
 from hpdm.trainers.schedule import warmup_cosine
+from hpdm.trainers.stop import StopRequests, TrainingStopped, exit_status, signal_name
 
 _SALT_STEP = 0x5EED
 _SALT_PREVIEW = 0x9E7
@@ -172,7 +182,7 @@ def _record_sampler_config() -> None:
 # settings, which _record_sampler_config adds, and the matmul precision) and trainer arguments whose
 # default keeps the older behaviour. A saved config that differs only by these is the same run.
 _LATER_SECTIONS = ("LevelSchedule", "OverlapSampler", "set_matmul_precision")
-_LATER_LINES = ("Trainer.preview_overlap = None", "Trainer.preview_steps = None")
+_LATER_LINES = ("Trainer.inject_signal = None", "Trainer.preview_overlap = None", "Trainer.preview_steps = None")
 
 
 def _later_additions(saved: str, current: str) -> list[str] | None:
@@ -249,6 +259,22 @@ def _atomic_write_text(path: str, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    ckpt.fsync_dir(os.path.dirname(path) or ".")  # the rename itself must reach the disk
+
+
+def _hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict]:
+    """Each parameter group's settings (LR, weight decay, betas, ...) without its parameters."""
+    return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+
+
+def _fast_forward(scheduler, steps: int) -> None:
+    """Step a freshly built LR schedule ``steps`` times: the state an uninterrupted run has there
+    (torch's schedules are recursive, so this is exact where a closed form would round differently)."""
+    with warnings.catch_warnings():
+        # "scheduler.step() before optimizer.step()", and SequentialLR's internal epoch argument.
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(steps):
+            scheduler.step()
 
 
 def _format_duration(seconds: float) -> str:
@@ -261,7 +287,7 @@ def _format_duration(seconds: float) -> str:
 # ---------------------------------------------------------------------------- trainer
 
 
-@gin.configurable(denylist=["workdir", "seed", "allow_config_override"])
+@gin.configurable(denylist=["workdir", "seed", "allow_config_override", "restart_from_scratch"])
 class Trainer:
     """HPDM training (paper Sec. 4.6, Table 8).
 
@@ -269,6 +295,13 @@ class Trainer:
         workdir: run directory (checkpoints, TensorBoard events, ``config.gin``).
         seed: seeds model initialisation and every per-step draw (``--seed``).
         allow_config_override: let a resumed run use a config that differs from the saved one.
+            The new config rules from the resumed step on, also for what the checkpoint carries:
+            the optimiser's settings (LR, weight decay, ...) are the config's, and the LR schedule
+            is rebuilt for the new ``train_steps`` / warm-up and set to the step a run started with
+            the new config would be at (so the LR may jump there, to the value ``config.gin``
+            implies). The architecture and the data cannot change (the run stops naming them).
+        restart_from_scratch: start again from step 0 when the workdir has checkpoints but none is
+            readable (they are renamed ``*.unreadable``); without it such a workdir is refused.
         train_steps: optimiser steps (``TRAIN_STEPS``).
         batch_size: *global* batch per optimiser step (``BATCH_SIZE``); split over ranks and
             accumulation steps (must divide evenly).
@@ -301,6 +334,8 @@ class Trainer:
         init_from_ema: take the EMA weights of ``init_from``.
         text_encoder_fn: builds a ``TextEncoder`` when batches carry captions.
         inject_nan_at_steps: fault injection for tests: make the loss NaN at these steps.
+        inject_signal: fault injection for tests: ``(step, 'SIGTERM')`` makes rank 0 send itself the
+            signal once that step is done (the other ranks learn of it only through the stop vote).
         step_delay: seconds to sleep after each step (tests use it to kill a run mid-way).
     """
 
@@ -309,6 +344,7 @@ class Trainer:
         workdir: str,
         seed: int = 0,
         allow_config_override: bool = False,
+        restart_from_scratch: bool = False,
         train_steps: int = gin.REQUIRED,
         batch_size: int = gin.REQUIRED,
         model_fn: Callable[[], nn.Module] = _default_model_fn,
@@ -338,11 +374,13 @@ class Trainer:
         init_from_ema: bool = True,
         text_encoder_fn: Optional[Callable] = None,
         inject_nan_at_steps: Sequence[int] = (),
+        inject_signal: Optional[Sequence] = None,
         step_delay: float = 0.0,
     ):
         self.workdir = workdir
         self.seed = int(seed)
         self.allow_config_override = allow_config_override
+        self.restart_from_scratch = restart_from_scratch
         self.train_steps = int(train_steps)
         self.global_batch = int(batch_size)
         self.model_fn, self.loader_fn, self.loss_fn = model_fn, loader_fn, loss_fn
@@ -368,7 +406,9 @@ class Trainer:
         self.init_from, self.init_from_ema = init_from, init_from_ema
         self.text_encoder_fn = text_encoder_fn
         self.inject_nan_at_steps = {int(s) for s in inject_nan_at_steps}
+        self.inject_signal = None if inject_signal is None else (int(inject_signal[0]), str(inject_signal[1]))
         self.step_delay = float(step_delay)
+        self.tb, self.loader, self.lock = None, None, None  # what run() closes, however far setup got
         if self.grad_accum < 1:
             raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
         if self.train_steps < 1:
@@ -386,6 +426,7 @@ class Trainer:
             )
         self.micro_batch = self.global_batch // per_step
         os.makedirs(self.workdir, exist_ok=True)
+        self._lock_workdir()
         self.matmul_precision = hdist.set_matmul_precision(info.device)
         if self.bf16:
             logging.info("Trainer.bf16: the forward and backward run under bfloat16 autocast")
@@ -412,7 +453,7 @@ class Trainer:
             if not hasattr(plain, "activation_checkpointing"):
                 raise ValueError(f"{type(plain).__name__} has no activation_checkpointing switch")
             plain.activation_checkpointing = True
-        found = ckpt.load_latest(self.workdir)
+        found = self._load_latest()
         if found is None and self.init_from:
             self._init_from(plain)
         plain.to(info.device)
@@ -423,6 +464,7 @@ class Trainer:
         self.model = _ModelHandle(self.wrapped, plain)
         self.ema = EMA(plain, decay=self.ema_decay)
         self.optimizer = self.optimizer_fn(plain)
+        self.configured_groups = _hyperparameters(self.optimizer)  # before the schedule scales the LR
         self.scheduler = self.schedule_fn(self.optimizer, total_steps=self.train_steps)
         self.text_encoder = self.text_encoder_fn() if self.text_encoder_fn is not None else None
         text_dim = int(getattr(plain, "text_dim", 0) or 0)
@@ -436,15 +478,52 @@ class Trainer:
         self.step = 0
         self.skipped_steps = 0
         self.consecutive_skips = 0
+        # Compared before resuming (an override changes what is restored), written after (a
+        # checkpoint that does not fit the model must not replace the saved config).
+        overridden = self._config_check()
         if found is not None:
-            self._resume(*found)
-        self._config_check()
-        self.tb = None
+            self._resume(*found, overridden=overridden)
+        self._save_config()
         if info.is_main:
             from hpdm.trainers.tb import TBLogger
 
             self.tb = TBLogger(self.workdir)
             self.tb.text("config", self.operative_config, self.step)
+
+    def _lock_workdir(self) -> None:
+        """Rank 0 holds the workdir's lock for the run; every rank stops if it cannot."""
+        error = None
+        if self.info.is_main:
+            lock = WorkdirLock(self.workdir)
+            try:
+                lock.acquire()
+                self.lock = lock
+            except WorkdirLockedError as e:
+                error = e
+        if hdist.any_rank(error is not None, self.info.device):
+            raise error or WorkdirLockedError(f"rank 0 could not lock {self.workdir}: see its log")
+
+    def _load_latest(self):
+        """The newest readable checkpoint, None for a new run; a workdir whose checkpoints are all
+        unreadable is refused unless ``restart_from_scratch``, which sets them aside."""
+        errors: list[str] = []
+        found = ckpt.load_latest(self.workdir, errors)
+        if found is not None or not errors:
+            return found
+        root = ckpt.checkpoints_root(self.workdir)
+        listing = "\n".join(f"  {e}" for e in errors)
+        if not self.restart_from_scratch:
+            raise ckpt.CheckpointError(
+                f"every checkpoint in {root} is unreadable:\n{listing}\nStarting again from step 0 would "
+                "overwrite the run's history. Restore them from a backup, or pass --restart_from_scratch to "
+                f"set them aside (renamed *{ckpt.UNREADABLE_SUFFIX}) and train from step 0."
+            )
+        hdist.barrier()  # every rank has read them before rank 0 renames them
+        if self.info.is_main:
+            moved = ckpt.set_aside(self.workdir)
+            logging.warning("--restart_from_scratch: set aside %d unreadable checkpoints: %s", len(moved), ", ".join(moved))
+        hdist.barrier()
+        return None
 
     def _init_from(self, plain: nn.Module) -> None:
         from safetensors.torch import load_file
@@ -454,7 +533,7 @@ class Trainer:
         logging.info("Fine-tuning from %s: %d tensors loaded, %d initialised", path, len(loaded), len(initialised))
         self.finetune_report = (loaded, initialised)
 
-    def _resume(self, path: str, payload) -> None:
+    def _resume(self, path: str, payload, overridden: bool = False) -> None:
         model_sd, ema_sd, state = payload
         model_sd = ckpt.upgrade_state(self.plain, model_sd, what=path)
         ema_sd = ckpt.upgrade_state(self.plain, ema_sd, what=os.path.join(path, ckpt.EMA_FILE))
@@ -462,51 +541,91 @@ class Trainer:
         ckpt.check_same_architecture(self.plain, ema_sd, what=os.path.join(path, ckpt.EMA_FILE))
         ckpt.load_model_and_optimizer(self.plain, self.optimizer, model_sd, state["optimizer"])
         self.ema.load_state_dict(ema_sd, state["ema_updates"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        if overridden:
+            self._apply_configured_schedule()
+        else:
+            self.scheduler.load_state_dict(state["scheduler"])
         ranks = state["ranks"]
-        if len(ranks) != self.info.world_size:
-            logging.warning(
-                "Checkpoint was written by %d ranks, resuming on %d: data order and RNG are not exact",
-                len(ranks),
-                self.info.world_size,
-            )
-        mine = ranks[self.info.rank % len(ranks)]
-        if len(ranks) == self.info.world_size and hasattr(self.loader, "load_state_dict"):
-            self.loader.load_state_dict(mine["data"])
-        set_rng_state(mine["rng"])
+        self._resume_data([r["data"] for r in ranks])
+        set_rng_state(ranks[self.info.rank % len(ranks)]["rng"])
         if int(state.get("seed", self.seed)) != self.seed:
             logging.warning("Resuming with --seed=%d; the run was started with %d", self.seed, state["seed"])
-        self.step = int(state["step"])
         self.skipped_steps = int(state["skipped_steps"])
         self.consecutive_skips = int(state["consecutive_skips"])
         logging.info("Resumed from %s at step %d", path, self.step)
 
-    def _config_check(self) -> None:
-        """Save the operative config, or check it against the saved one on resume (DESIGN.md)."""
+    def _resume_data(self, saved: list) -> None:
+        """Restore this rank's data position; on another world size, continue the global order."""
+        if len(saved) == self.info.world_size:
+            if hasattr(self.loader, "load_state_dict"):
+                self.loader.load_state_dict(saved[self.info.rank])
+            return
+        if not hasattr(self.loader, "continue_from"):
+            logging.warning(
+                "Checkpoint was written by %d ranks, resuming on %d, and %s cannot continue their order: "
+                "the data starts again from its beginning",
+                len(saved),
+                self.info.world_size,
+                type(self.loader).__name__,
+            )
+            return
+        self.loader.continue_from(saved)
+        logging.info(
+            "Checkpoint was written by %d ranks, resuming on %d: the data continues at the same place of "
+            "the global sample order",
+            len(saved),
+            self.info.world_size,
+        )
+
+    def _apply_configured_schedule(self) -> None:
+        """After an allowed config override: the config's optimiser settings, and its LR schedule at
+        the resumed step, in place of the saved ones (which would keep the old LR and the old end)."""
+        for group, configured in zip(self.optimizer.param_groups, self.configured_groups):
+            group.pop("initial_lr", None)  # the schedule records its own, from the configured LR
+            group.update(configured)
+        self.scheduler = self.schedule_fn(self.optimizer, total_steps=self.train_steps)
+        _fast_forward(self.scheduler, self.step)
+        logging.info(
+            "--allow_config_override: optimiser settings and LR schedule (%d steps) from the new config; "
+            "LR at step %d: %.6g",
+            self.train_steps,
+            self.step,
+            self.optimizer.param_groups[0]["lr"],
+        )
+
+    def _config_check(self) -> bool:
+        """Compare the operative config with the one saved in the workdir (DESIGN.md): True when it
+        differs and ``allow_config_override`` lets it replace the saved one; ConfigConflictError when
+        it differs otherwise."""
         _record_sampler_config()
         self.operative_config = gin.operative_config_str()
         path = os.path.join(self.workdir, gin_utils.OPERATIVE_CONFIG)
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                saved = f.read()
-            if saved == self.operative_config:
-                return
-            added = _later_additions(saved, self.operative_config)
-            if added is not None:
-                logging.info("Adding to %s what this version records and the run's config predates: %s", path, ", ".join(added))
-            else:
-                diff = "\n".join(
-                    difflib.unified_diff(saved.splitlines(), self.operative_config.splitlines(), "saved", "new", lineterm="", n=0)
-                )
-                if not self.allow_config_override:
-                    raise ConfigConflictError(
-                        f"the configuration differs from the one saved in {path}:\n{diff}\n"
-                        "Run without --gin_file/--gin_param to resume with the saved config, or pass "
-                        "--allow_config_override to replace it."
-                    )
-                logging.warning("Overriding the saved config (--allow_config_override):\n%s", diff)
+        if not os.path.isfile(path):
+            return False
+        with open(path, encoding="utf-8") as f:
+            saved = f.read()
+        if saved == self.operative_config:
+            return False
+        added = _later_additions(saved, self.operative_config)
+        if added is not None:
+            logging.info("Adding to %s what this version records and the run's config predates: %s", path, ", ".join(added))
+            return False
+        diff = "\n".join(
+            difflib.unified_diff(saved.splitlines(), self.operative_config.splitlines(), "saved", "new", lineterm="", n=0)
+        )
+        if not self.allow_config_override:
+            raise ConfigConflictError(
+                f"the configuration differs from the one saved in {path}:\n{diff}\n"
+                "Run without --gin_file/--gin_param to resume with the saved config, or pass "
+                "--allow_config_override to replace it."
+            )
+        logging.warning("Overriding the saved config (--allow_config_override):\n%s", diff)
+        return True
+
+    def _save_config(self) -> None:
         if self.info.is_main:
-            _atomic_write_text(path, self.operative_config)
+            _atomic_write_text(os.path.join(self.workdir, gin_utils.OPERATIVE_CONFIG), self.operative_config)
 
     # ------------------------------------------------------------------ one step
 
@@ -776,15 +895,22 @@ class Trainer:
     # ------------------------------------------------------------------ main loop
 
     def run(self) -> None:
-        self.setup()
+        """Train to ``train_steps``; TrainingStopped (after a checkpoint) when a signal stops it."""
         try:
+            self.setup()
             self._loop()
         finally:
-            if self.tb is not None:
-                self.tb.close()
-            close = getattr(self.loader, "close", None)
-            if close is not None:
-                close()
+            self._close()
+
+    def _close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        close = getattr(self.loader, "close", None)
+        if close is not None:
+            close()
+        if self.lock is not None:  # last: nothing of this run writes to the workdir any more
+            self.lock.release()
+            self.lock = None
 
     def _loop(self) -> None:
         start_step, t_start = self.step, time.time()
@@ -793,19 +919,45 @@ class Trainer:
             logging.info("Nothing to do: the run is at step %d of %d", self.step, self.train_steps)
             return
         self.wrapped.train()
-        while self.step < self.train_steps:
-            out = self.train_step()
-            acc = out["stats"] if acc is None else acc + out["stats"]
-            acc_steps += 1
-            if self.step % self.log_every == 0 or self.step == self.train_steps:
-                self._log(acc, acc_steps, out["grad_norm"], out["lr"], time.time() - t_log, start_step, t_start)
-                acc, acc_steps, t_log = None, 0, time.time()
-            if self.step % self.checkpoint_every == 0 or self.step == self.train_steps:
-                self.save()
-            if self.sample_every > 0 and self.sample_fn is not None and self.step % self.sample_every == 0:
-                try:
-                    self.sample()
-                except Exception as e:  # noqa: BLE001 - a sampler failure must not end the training run
-                    logging.exception("Sampling at step %d failed: %s", self.step, e)
-            if self.step_delay:
-                time.sleep(self.step_delay)
+        with StopRequests() as requests:
+            while self.step < self.train_steps:
+                out = self.train_step()
+                self._maybe_inject_signal()
+                acc = out["stats"] if acc is None else acc + out["stats"]
+                acc_steps += 1
+                if self.step % self.log_every == 0 or self.step == self.train_steps:
+                    self._log(acc, acc_steps, out["grad_norm"], out["lr"], time.time() - t_log, start_step, t_start)
+                    acc, acc_steps, t_log = None, 0, time.time()
+                # Every rank votes after every step, so all stop after the same one.
+                stop = hdist.max_over_ranks(requests.received or 0, self.info.device)
+                if stop or self.step % self.checkpoint_every == 0 or self.step == self.train_steps:
+                    self.save()
+                if stop and self.step < self.train_steps:  # a signal during the last step: the run is done
+                    self._stopped(stop)
+                if self.sample_every > 0 and self.sample_fn is not None and self.step % self.sample_every == 0:
+                    try:
+                        self.sample()
+                    except Exception as e:  # noqa: BLE001 - a sampler failure must not end the training run
+                        logging.exception("Sampling at step %d failed: %s", self.step, e)
+                if self.step_delay:
+                    time.sleep(self.step_delay)
+
+    def _maybe_inject_signal(self) -> None:
+        if self.inject_signal is None or not self.info.is_main or self.step != self.inject_signal[0]:
+            return
+        logging.info("Trainer.inject_signal: sending %s to this process after step %d", self.inject_signal[1], self.step)
+        os.kill(os.getpid(), getattr(signal, self.inject_signal[1]))
+
+    def _stopped(self, signum: int) -> None:
+        """Say where the run stopped and how to go on, then raise TrainingStopped (the checkpoint is written)."""
+        logging.warning(
+            "Stopped by %s after step %d of %d; checkpoint %s. Run the same command to resume. Exiting with "
+            "status %d (128 + %s).",
+            signal_name(signum),
+            self.step,
+            self.train_steps,
+            ckpt.step_dir(self.workdir, self.step),
+            exit_status(signum),
+            signal_name(signum),
+        )
+        raise TrainingStopped(signum, self.step)

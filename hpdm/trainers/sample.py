@@ -60,6 +60,9 @@ flags.DEFINE_bool("use_ema", True, "use the EMA weights of a training workdir.")
 flags.DEFINE_float("fps", 8.0, "frame rate of the .mp4 and .gif files.")
 flags.DEFINE_string("device", None, "torch device (default: cuda if available, else cpu).")
 flags.DEFINE_string("export_dir", None, "export the model (config + EMA weights) here and exit.")
+flags.DEFINE_bool(
+    "trust_config", False, "load or export a saved config.gin that imports modules from outside hpdm (runs their code)."
+)
 define_autoguidance_flags()
 
 
@@ -146,9 +149,12 @@ def main(argv) -> None:
     del argv
     import torch
 
+    from hpdm import gin_utils
     from hpdm.samplers import sample_videos
     from hpdm.samplers.io import write_video_files
 
+    # Process-wide: the --guide_model load (hpdm.samplers.guidance) follows the flag too.
+    gin_utils.set_config_trust(FLAGS.trust_config)
     if FLAGS.export_dir:
         from hpdm.core import export_model
 
@@ -227,12 +233,22 @@ def main(argv) -> None:
     )
 
 
+def _main_or_refusal(argv) -> None:
+    """``main``, with a refused (untrusted) saved config reported as a message, not a traceback."""
+    from hpdm import gin_utils
+
+    try:
+        main(argv)
+    except gin_utils.UntrustedConfigError as e:
+        raise SystemExit(f"hpdm-sample: {e}") from None
+
+
 def run() -> None:
     """Console-script entry point (``hpdm-sample``)."""
     # Required only when this binary runs: other binaries (hpdm-eval) define --workdir too, and a
     # module-level requirement would break them when both modules are imported in one process.
     flags.mark_flag_as_required("workdir")
-    app.run(main)
+    app.run(_main_or_refusal)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ exact float32); the log's first lines state the matmul precision.
 Writes ``WORKDIR/config.gin`` (operative gin config), ``WORKDIR/checkpoints/step_XXXXXXXX/`` and
 TensorBoard events in ``WORKDIR``. A resumed run whose config differs from the saved one stops with
 a diff, unless ``--allow_config_override`` is given. A misspelt gin binding fails at start-up.
+SIGTERM / SIGINT stop training after the current step with a checkpoint and exit 143 / 130; a
+workdir is locked by the run training in it; a workdir whose checkpoints are all unreadable is
+refused unless ``--restart_from_scratch`` (README, "When things go wrong").
 """
 
 from __future__ import annotations
@@ -42,10 +45,17 @@ flags.DEFINE_multi_string("gin_param", [], "gin bindings (repeatable), e.g. \"TR
 flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard events, config.gin.")
 flags.DEFINE_integer("seed", 0, "seed for initialisation and every per-step random draw.")
 flags.DEFINE_bool("allow_config_override", False, "resume even if the new config differs from the saved one.")
+flags.DEFINE_bool(
+    "restart_from_scratch", False, "train from step 0 when every checkpoint in the workdir is unreadable (set aside)."
+)
+flags.DEFINE_bool(
+    "trust_config", False, "load a saved config.gin that imports modules from outside hpdm (it runs their code)."
+)
 
 
-def parse_config(gin_files, gin_params, workdir: str) -> None:
-    """Parse the command's config, or the workdir's saved one when the command gives none."""
+def parse_config(gin_files, gin_params, workdir: str, trust_config: bool = False) -> None:
+    """Parse the command's config, or the workdir's saved one when the command gives none (refused
+    if it imports code from outside hpdm, unless ``trust_config``: see ``gin_utils.vet_config``)."""
     import gin
 
     from hpdm import gin_utils
@@ -69,11 +79,12 @@ def parse_config(gin_files, gin_params, workdir: str) -> None:
         if not gin_files and not gin_params:
             if not os.path.isfile(saved):
                 raise app.UsageError(f"no --gin_file given and {saved} does not exist: nothing to train")
-            with open(saved, encoding="utf-8") as f:
-                gin_utils.parse_text(f.read())
+            gin_utils.parse_saved_config(saved, trust=trust_config)
             logging.info("Using the saved config %s", saved)
         else:
             gin_utils.parse(gin_files, gin_params)
+    except gin_utils.UntrustedConfigError as e:
+        raise SystemExit(f"hpdm-train: {e}") from None
     except (ValueError, KeyError, NameError, SyntaxError) as e:
         # gin's message names the offending binding; keep it, drop the traceback noise.
         raise SystemExit(f"hpdm-train: invalid gin configuration: {e}") from None
@@ -83,12 +94,20 @@ def parse_config(gin_files, gin_params, workdir: str) -> None:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    parse_config(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir)
+    parse_config(FLAGS.gin_file, FLAGS.gin_param, FLAGS.workdir, FLAGS.trust_config)
     from hpdm.trainers import distributed
     from hpdm.trainers.loop import Trainer
+    from hpdm.trainers.stop import TrainingStopped
 
     try:
-        Trainer(workdir=FLAGS.workdir, seed=FLAGS.seed, allow_config_override=FLAGS.allow_config_override).run()
+        Trainer(
+            workdir=FLAGS.workdir,
+            seed=FLAGS.seed,
+            allow_config_override=FLAGS.allow_config_override,
+            restart_from_scratch=FLAGS.restart_from_scratch,
+        ).run()
+    except TrainingStopped as stopped:  # the checkpoint is written and the log says so
+        raise SystemExit(stopped.exit_code) from None
     finally:
         distributed.shutdown()
 
