@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import types
 
 import cv2
 import gin
@@ -194,6 +193,27 @@ def grid_videos(num, seed, shape=(16, 32, 32), patch=(8, 16, 16)):
     return videos
 
 
+class StandInSampler:
+    """``evaluate.WorkdirSampler``'s interface without a model: grid videos, calls and loads recorded."""
+
+    loads, calls = [], []
+
+    def __init__(self, workdir, **options):
+        self.options = options
+        StandInSampler.loads.append((workdir, options))
+        self.num_classes = 2
+
+    def __call__(self, count, seed, labels, offset=0):
+        StandInSampler.calls.append((count, seed, None if labels is None else labels.tolist(), offset))
+        return grid_videos(count, seed % 1000)
+
+    def source_record(self):
+        return {"kind": "workdir", "workdir": "stand-in", "step": 7, "ema": self.options["use_ema"]}
+
+    def record(self):
+        return {"overlap": self.options["overlap"], "levels": []}
+
+
 def test_workdir_mode_samples_with_data_labels_and_writes_json(tmp_path, detectors, capsys, monkeypatch):
     i3d, _ = detectors
     workdir = tmp_path / "run"
@@ -201,25 +221,27 @@ def test_workdir_mode_samples_with_data_labels_and_writes_json(tmp_path, detecto
     (workdir / "config.gin").write_text("TARGET_RES = (16, 32, 32)\nPATCH_RES = (8, 16, 16)\nNUM_CLASSES = 2\n")
     real = str(tmp_path / "real")
     write_folder(real, random_videos(5, 8, frames=16, size=32), classes=["A"] * 6 + ["B"] * 2)
-    calls = []
-
-    def fake_sampler(workdir_arg, num_videos, seed, labels=None, batch_size=8, overlap="hw"):
-        assert overlap == "fhw"
-        calls.append((workdir_arg, num_videos, seed, None if labels is None else labels.tolist(), batch_size))
-        return grid_videos(num_videos, seed % 1000)
-
-    # A stand-in module: this test pins the contract without loading a model or the sampler code.
-    monkeypatch.setitem(sys.modules, "hpdm.samplers", types.SimpleNamespace(sample_videos_from_workdir=fake_sampler))
+    StandInSampler.loads, StandInSampler.calls = [], []
+    # A stand-in sampler: this test pins the contract without loading a model or the sampler code.
+    monkeypatch.setattr(evaluate, "WorkdirSampler", StandInSampler)
     result = run_eval(
         [f"--workdir={workdir}", f"--detector={i3d}", "--num_fake=10", f"--real_dir={real}",
-         "--num_frames=16", "--sample_chunk=4", "--sample_batch_size=3", "--nocache_real_stats", "--overlap=fhw"],
+         "--num_frames=16", "--sample_chunk=4", "--sample_batch_size=3", "--nocache_real_stats", "--overlap=thw"],
         capsys,
     )
-    assert [c[1] for c in calls] == [4, 4, 2] and all(c[0] == str(workdir) and c[4] == 3 for c in calls)
-    labels = sum((c[3] for c in calls), [])
+    # One model load for every chunk, with the flags' settings.
+    assert len(StandInSampler.loads) == 1
+    workdir_arg, options = StandInSampler.loads[0]
+    assert workdir_arg == str(workdir) and options["overlap"] == "fhw" and options["batch_size"] == 3
+    assert options["total"] == 10 and options["use_ema"] is True and options["guidance_scale"] == 1.0
+    calls = StandInSampler.calls
+    assert [c[0] for c in calls] == [4, 4, 2] and [c[3] for c in calls] == [0, 4, 8]
+    assert len({c[1] for c in calls}) == 3  # a seed per chunk: no repeated videos
+    labels = sum((c[2] for c in calls), [])
     assert len(labels) == 10 and set(labels) <= {0, 1}
     assert result["num_fake"] == 10 and result["fvd"] > 0
     assert result["seam_h"] > 1.5 and result["seam_w"] > 1.5 and result["seam_t"] == pytest.approx(1.0, abs=0.3)
+    assert result["protocol"]["fake_source"]["labels"]["drawn"] == "with the real videos' class frequencies"
     with open(workdir / "eval_f16_n10.json") as handle:
         assert json.load(handle) == result
 

@@ -312,3 +312,58 @@ def test_iterate_folder_counts_skips_and_classes(tmp_path):
     assert skips.total == 2 and "unreadable" in skips.summary() and "shorter than 4" in skips.summary()
     with pytest.raises(FileNotFoundError, match="video folder"):
         metrics.list_videos(str(tmp_path / "missing"))
+
+
+# --------------------------------------------------------------------------- samples, preparation, progress
+
+
+def test_list_samples_groups_one_video_per_name_and_prefers_the_npy(tmp_path):
+    rng = np.random.default_rng(11)
+    exact = rng.integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "video_0000.npy", exact)
+    write_video(tmp_path / "video_0000.avi", np.zeros((5, 8, 8, 3), np.uint8))
+    (tmp_path / "video_0000.png").write_bytes(b"a frame grid, not a video")
+    write_video(tmp_path / "video_0001.avi", exact)
+    np.save(tmp_path / "video_0002.npy", np.zeros((3, 8, 8), np.float32))  # not a video array
+    write_video(tmp_path / "video_0002.avi", exact)
+    samples = metrics.list_samples(str(tmp_path))
+    assert [s.name for s in samples] == ["video_0000", "video_0001", "video_0002"]
+    assert samples[0].files == ("video_0000.npy", "video_0000.avi")
+    video, path = metrics.read_sample(str(tmp_path), samples[0], max_frames=4)
+    np.testing.assert_array_equal(video, exact[:4])
+    assert path.endswith(".npy")
+    video, path = metrics.read_sample(str(tmp_path), samples[2])  # a bad array falls back to the container
+    assert path.endswith(".avi") and video.shape == (5, 8, 8, 3)
+    grey = rng.integers(0, 255, (2, 4, 4, 1), dtype=np.uint8)
+    np.save(tmp_path / "grey.npy", grey)
+    assert metrics.read_array_video(str(tmp_path / "grey.npy")).shape == (2, 4, 4, 3)
+    with pytest.raises(metrics.VideoReadError, match="uint8"):
+        metrics.read_array_video(str(tmp_path / "video_0002.npy"))
+
+
+def test_prepare_clip_centre_crops_like_training_clips():
+    video = np.zeros((6, 20, 40, 3), np.uint8)
+    video[:, :, 10:30] = 200  # the middle half of every frame
+    clip = metrics.prepare_clip(video, 4, (10, 10))
+    assert clip.shape == (4, 10, 10, 3) and clip.dtype == np.uint8
+    assert (clip == 200).all()  # the crop keeps the middle: nothing of the dark sides is squeezed in
+
+
+def test_progress_log_rate_and_eta():
+    now = [100.0]
+    progress = metrics.ProgressLog("fake: features of", 1000, clock=lambda: now[0])
+    progress.start()
+    now[0] += 20.0
+    assert progress.line(100) == "fake: features of 100/1000 videos | 5 videos/s | ETA 0:03:00"
+    assert metrics.ProgressLog("x", None).line(3) == "x 3/? videos"
+    assert metrics.format_duration(3725.0) == "1:02:05" and metrics.format_duration(float("inf")) == "?"
+
+
+def test_verify_sha256_refuses_another_file(tmp_path):
+    path = tmp_path / "i3d_torchscript.pt"
+    path.write_bytes(b"pretend weights")
+    digest = metrics.file_fingerprint(str(path))
+    assert metrics.verify_sha256(str(path), None, metrics.I3D) == digest
+    assert metrics.verify_sha256(str(path), f" {digest.upper()} ", metrics.I3D) == digest
+    with pytest.raises(metrics.DetectorMismatchError, match=f"SHA-256 {digest}.*refusing.*trust"):
+        metrics.verify_sha256(str(path), "ab" * 32, metrics.I3D)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterator, Optional, Sequence
 
 import gin
+import numpy as np
 import torch
 
 from hpdm.data.base import ClipSpec, SkipSample, Source
@@ -59,3 +60,45 @@ def _iterate(source, spec, seed, total, rank, world_size) -> Iterator[torch.Tens
         produced += 1
         yield to_uint8(clip.video)
     report.log()
+
+
+def first_frame_clips(
+    target_res: Sequence[int],
+    source: Optional[Source] = None,
+    num_videos: Optional[int] = None,
+    seed: int = 0,
+) -> Iterator[torch.Tensor]:
+    """Real clips as the FVD protocol takes them (paper Appendix B): ``build_eval_videos`` with the
+    first ``T`` frames at the native frame rate, centre crop, one process.
+
+    Every clip-cutting argument is passed, so bindings a training config may hold for
+    ``build_eval_videos`` (a frame stride, a target rate, random offsets) never change the real
+    statistics. ``source=None`` takes the gin-bound source.
+    """
+    # An explicit source=None would override gin's binding of build_eval_videos.source.
+    given = {} if source is None else {"source": source}
+    return build_eval_videos(
+        target_res=target_res,
+        num_videos=num_videos,
+        seed=seed,
+        frame_stride=1,
+        fps=None,
+        random_offset=False,
+        rank=0,
+        world_size=1,
+        **given,
+    )
+
+
+def class_counts(source: Source) -> Optional[np.ndarray]:
+    """Videos per class label of a file-backed source's listing (for UCF-101 its split lists), or None.
+
+    The listing, not the probed files: drawing sampler labels "with the split's class frequencies"
+    needs no decoding of the videos. Unlabelled or non-file sources give None.
+    """
+    if not getattr(source, "num_classes", 0) or not hasattr(source, "candidates"):
+        return None
+    labels = [item.label for item in source.candidates(SkipReport("videos", getattr(source, "root", "")))]
+    if not labels or any(label is None for label in labels):
+        return None
+    return np.bincount(np.asarray(labels), minlength=int(source.num_classes)).astype(np.float64)

@@ -10,6 +10,10 @@ this library: the user passes their path, and they are loaded with ``torch.jit.l
 - C3D (``c3d_ucf101.pt``): the UCF-101 fine-tuned C3D of TGAN / TGANv2 used for the video
   Inception Score, called as ``detector(videos)`` on uint8 ``[B, C, 16, H, W]``; it returns the
   101 class probabilities.
+
+A TorchScript file is a program, not a table of numbers: ``torch.jit.load`` runs the graph it
+contains. Use only files from a source you trust; ``verify_sha256`` refuses any other file than
+the one whose SHA-256 you pinned, and every result records the hash of the file it used.
 """
 
 from __future__ import annotations
@@ -57,6 +61,10 @@ class DetectorNotFoundError(FileNotFoundError):
     """A detector path that does not point at a file; the message says what to get and where."""
 
 
+class DetectorMismatchError(ValueError):
+    """A detector file whose SHA-256 is not the one the user pinned."""
+
+
 def check_detector_file(path: str, info: DetectorInfo) -> str:
     """Returns the absolute path of an existing detector file or raises a descriptive error."""
     if not path:
@@ -96,6 +104,17 @@ def file_fingerprint(path: str) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def verify_sha256(path: str, expected: str | None, info: DetectorInfo) -> str:
+    """SHA-256 of ``path``; with ``expected`` (hex, any case) a different file raises, before it is loaded."""
+    digest = file_fingerprint(path)
+    if expected is not None and digest != expected.strip().lower():
+        raise DetectorMismatchError(
+            f"{path!r} has SHA-256 {digest}, not the pinned {expected.strip().lower()}: refusing to load it "
+            f"as {info.filename} (TorchScript files run code; use only the file you trust)"
+        )
+    return digest
 
 
 def to_detector_layout(videos, device: str | torch.device) -> torch.Tensor:

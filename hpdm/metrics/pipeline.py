@@ -3,30 +3,45 @@
 Videos arrive one at a time as uint8 ``[T, H, W, C]`` at their native resolution. Each is
 
 1. scored for seams at its native resolution (tile edges only exist there),
-2. cut to its first ``num_frames`` frames (Appendix B: 16-frame metrics of 64-frame videos) and
-   resized to the common evaluation resolution,
+2. prepared like a training clip (``prepare_clip``): its first ``num_frames`` frames at the native
+   frame rate (Appendix B: 16-frame metrics of 64-frame videos), the short side resized to the
+   evaluation size and centre-cropped, still uint8,
 3. batched through the I3D detector (FVD statistics) and, on the first 16 frames, the C3D
    detector (IS probabilities).
 
-Nothing but the running statistics is kept, so FVD on 10k videos needs no video memory.
+Reals and fakes go through the same preparation, so a 240x320 UCF-101 video is compared with a
+256x256 sample after the crop the model was trained on, never stretched. Nothing but the running
+statistics is kept, so FVD on 10k videos needs no video memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from hpdm.data.clips import resize_crop
 from hpdm.metrics import detectors
 from hpdm.metrics.inception_score import IS_NUM_FRAMES
+from hpdm.metrics.progress import ProgressLog
 from hpdm.metrics.seams import SeamAccumulator
 from hpdm.metrics.stats import FeatureStats
-from hpdm.metrics.video_io import resize_video
 
-log = logging.getLogger(__name__)
+# Recorded with every result and part of the real-statistics cache key: statistics of clips
+# prepared another way (earlier versions stretched reals to the evaluation size) never mix.
+PREPARATION = "first frames at the native rate; short side resized, centre crop; uint8"
+
+
+def prepare_clip(video: np.ndarray, num_frames: int, size_hw: Sequence[int]) -> np.ndarray:
+    """uint8 ``[T, H, W, C]`` -> its first ``num_frames`` frames at ``size_hw``, as training clips are cut.
+
+    ``hpdm.data.clips.resize_crop`` is the training loader's own function (centre crop, as the
+    data's ``random_crop=False``): scale so the frame covers ``size_hw`` keeping the aspect ratio,
+    area filter when shrinking, then crop the middle.
+    """
+    return resize_crop(video[:num_frames], (int(size_hw[0]), int(size_hw[1])), random=False, gen=None)
 
 
 @dataclasses.dataclass
@@ -74,6 +89,7 @@ class FeatureExtractor:
         self.device = device
         self.seam_edges = seam_edges
         self.name, self.total, self.log_every = name, total, max(1, log_every)
+        self.progress = ProgressLog(f"{name}: features of", total)
         self.stats = FeatureStats()
         self.seams = SeamAccumulator()
         self._probs: list[torch.Tensor] = []
@@ -87,11 +103,12 @@ class FeatureExtractor:
             raise ValueError(f"{self.name}: expected a uint8 video [T, H, W, C], got {video.dtype} {video.shape}")
         if video.shape[0] < self.num_frames:
             raise ValueError(f"{self.name}: video has {video.shape[0]} frames, {self.num_frames} are evaluated")
+        self.progress.start()
         if self.seam_edges is not None:
             self.seams.update(video, self.seam_edges(tuple(video.shape[:3])))
         if self.resolution is None:
             self.resolution = (int(video.shape[1]), int(video.shape[2]))
-        self._pending.append(resize_video(video[: self.num_frames], self.resolution))
+        self._pending.append(prepare_clip(video, self.num_frames, self.resolution))
         if len(self._pending) >= self.batch_size:
             self._flush()
 
@@ -105,8 +122,7 @@ class FeatureExtractor:
             self._probs.append(detectors.c3d_probabilities(self.c3d, batch[:, :IS_NUM_FRAMES], self.device))
         self._batches += 1
         if self._batches % self.log_every == 0:
-            total = "?" if self.total is None else self.total
-            log.info("%s: features of %d/%s videos", self.name, self.stats.count, total)
+            self.progress.update(self.stats.count)
 
     def finish(self) -> ExtractionResult:
         self._flush()
