@@ -8,19 +8,13 @@ line) so that model loading and set-up do not skew the rate.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Callable
 
+# Shared with the sampling progress bar (hpdm.progress: standard library only).
+from hpdm.progress import format_duration, format_rate
+
 log = logging.getLogger(__name__)
-
-
-def format_duration(seconds: float) -> str:
-    """``3725.0`` -> ``"1:02:05"``; ``"?"`` when unknown."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 class ProgressLog:
@@ -53,8 +47,7 @@ class ProgressLog:
         if elapsed <= 0 or progressed <= 0:
             return text
         rate = progressed / elapsed
-        # Three significant digits, but never exponents: 0.00417 (a large model's sampling) or 1160.
-        text += f" | {format(rate, '.0f' if rate >= 100 else '.3g')} {self.unit}/s"
+        text += f" | {format_rate(rate)} {self.unit}/s"
         if self.total is not None:
             text += f" | ETA {format_duration(max(0, self.total - done) / rate)}"
         return text

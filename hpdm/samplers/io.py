@@ -2,7 +2,8 @@
 
 Everything goes through OpenCV (``opencv-python-headless``): ``cv2.VideoWriter`` with the ``mp4v``
 codec for a playable MP4, OpenCV 5's own animated-GIF encoder (``cv2.imencodeanimation``, so no
-imageio/moviepy dependency), ``cv2.imwrite`` for the grid. The ``.npy`` is the exact ``uint8``
+imageio/moviepy dependency), ``cv2.imwrite`` for the grid. ``save_video`` (``hpdm.save_video``) writes one
+video in the format its file extension names. The ``.npy`` is the exact ``uint8``
 ``T x H x W x C`` array, the one to use for metrics. OpenCV wants BGR; videos here are RGB.
 """
 
@@ -74,25 +75,50 @@ def encode_gif(frames: np.ndarray, fps: float = 8.0) -> bytes:
     return buf.tobytes()
 
 
+def _write(kind: str, frames: np.ndarray, path: str, fps: float) -> None:
+    """Write ``frames`` (checked ``uint8 [T, H, W, C]``) to ``path`` as ``kind`` (one of ``OUTPUT_KINDS``)."""
+    if kind == "mp4":
+        write_mp4(frames, path, fps)
+    elif kind == "gif":
+        with open(path, "wb") as f:
+            f.write(encode_gif(frames, fps))
+    elif kind == "png":
+        if not _cv2().imwrite(path, _bgr(frame_grid(frames))):
+            raise RuntimeError(f"OpenCV failed to write {path}")
+    elif kind == "npy":
+        np.save(path, frames)
+    else:
+        raise ValueError(f"unknown output kind {kind!r}; choose from {OUTPUT_KINDS}")
+
+
 def write_video_files(video, output_dir: str, name: str, fps: float = 8.0, kinds=OUTPUT_KINDS) -> dict:
     """Write one ``uint8 [T, H, W, C]`` video as ``name.{mp4,gif,png,npy}``; returns ``{kind: path}``."""
-    cv2 = _cv2()
+    _cv2()  # fail before anything is written when OpenCV is missing
     frames = _as_frames(video)
     os.makedirs(output_dir, exist_ok=True)
     paths = {}
     for kind in kinds:
         path = os.path.join(output_dir, f"{name}.{kind}")
-        if kind == "mp4":
-            write_mp4(frames, path, fps)
-        elif kind == "gif":
-            with open(path, "wb") as f:
-                f.write(encode_gif(frames, fps))
-        elif kind == "png":
-            if not cv2.imwrite(path, _bgr(frame_grid(frames))):
-                raise RuntimeError(f"OpenCV failed to write {path}")
-        elif kind == "npy":
-            np.save(path, frames)
-        else:
-            raise ValueError(f"unknown output kind {kind!r}; choose from {OUTPUT_KINDS}")
+        _write(kind, frames, path, fps)
         paths[kind] = path
     return paths
+
+
+def save_video(video, path: str, fps: float = 8.0) -> str:
+    """Write one ``uint8 [T, H, W, C]`` video (a tensor or array) to ``path``; returns ``path``.
+
+    The extension picks the format: ``.mp4``, ``.gif`` (loops forever), ``.png`` (all frames in
+    one grid image) or ``.npy`` (the exact array, the one to use for metrics). Missing parent
+    directories are created.
+    """
+    path = os.fspath(path)
+    kind = os.path.splitext(path)[1].lower().lstrip(".")
+    if kind not in OUTPUT_KINDS:
+        raise ValueError(f"save_video writes {', '.join('.' + k for k in OUTPUT_KINDS)}; cannot tell a format from {path!r}")
+    if getattr(video, "ndim", None) == 5:
+        raise ValueError(f"save_video writes one video [T, H, W, C], got a batch {tuple(video.shape)}: index it, e.g. videos[0]")
+    frames = _as_frames(video)
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    _write(kind, frames, path, fps)
+    return path

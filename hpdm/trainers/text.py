@@ -23,6 +23,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
+def missing_text_extra(err: ImportError) -> ImportError:
+    """``err`` naming the extra that installs what the text encoder needs (transformers; sentencepiece
+    for T5 tokenizers that ship only a ``spiece.model``)."""
+    return ImportError(f'{err}\nThe text encoder needs the "text" extra: pip install "hpdm[text]"')
+
+
 def _offline() -> bool:
     return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
@@ -49,14 +55,20 @@ class TextEncoder:
         device: str | None = None,
         dtype: torch.dtype = torch.float32,
     ):
-        from transformers import AutoTokenizer, T5EncoderModel
+        try:
+            from transformers import AutoTokenizer, T5EncoderModel
+        except ImportError as err:
+            raise missing_text_extra(err) from err
 
         local = os.path.isdir(name_or_path)
         local_only = local or _offline()
         self.model_id = os.path.abspath(name_or_path) if local else name_or_path
         self.max_length = int(max_length)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_only)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_only)
+        except ImportError as err:  # transformers names the missing backend (sentencepiece)
+            raise missing_text_extra(err) from err
         self.encoder = T5EncoderModel.from_pretrained(name_or_path, local_files_only=local_only, dtype=dtype)
         self.encoder.eval().requires_grad_(False).to(self.device)
         self.dim = int(self.encoder.config.d_model)
