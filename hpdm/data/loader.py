@@ -1,9 +1,10 @@
 """The training loader: source -> (epoch, index) -> hierarchies in parallel -> batches -> prefetch.
 
-Built on ``torchdata.nodes`` (DESIGN.md): ``EpochSampler -> ParallelMapper(MakeHierarchy) ->
-DropSkipped -> Batcher -> collate -> Prefetcher``, wrapped in a ``Loader``. Workers are threads by
-default (OpenCV and torch release the GIL) or processes; either way they receive objects already
-configured by gin in the parent. The loader never ends: epochs follow one another and the epoch
+Built on ``torchdata.nodes`` (DESIGN.md), whose nodes come through ``hpdm.data.nodes``, the one
+module that imports torchdata: ``EpochSampler -> ParallelMapper(MakeHierarchy) -> DropSkipped ->
+Batcher -> collate -> Prefetcher``, wrapped in a ``Loader``. Workers are threads by default (OpenCV
+and torch release the GIL) or processes; either way they receive objects already configured by gin
+in the parent. The loader never ends: epochs follow one another and the epoch
 counter lives in the state, so the trainer only calls ``next()``.
 
 A run resumed on another number of ranks cannot load its per-rank states (each names its rank and
@@ -19,28 +20,27 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import gin
 import torch.distributed as dist
-from torchdata.nodes import Batcher, Loader, Mapper, ParallelMapper, Prefetcher
 
 from hpdm.data.base import ClipSpec, Source
 from hpdm.data.hierarchy import AsArrays, MakeHierarchy
-from hpdm.data.nodes import DropSkipped, EpochSampler, collate, continue_epoch
+from hpdm.data.nodes import (
+    Batcher,
+    DropSkipped,
+    EpochSampler,
+    Loader,
+    Mapper,
+    ParallelMapper,
+    Prefetcher,
+    collate,
+    continue_epoch,
+    shutdown_pipeline,
+)
 from hpdm.data.synthetic import SyntheticVideos
 from hpdm.pyramid import Pyramid
 
 _STATE_VERSION = 1
 _SAMPLER_KEYS = frozenset({"epoch", "position", "length", "seed", "rank", "world_size"})
 _OPEN_LOADERS: "weakref.WeakSet[TrainLoader]" = weakref.WeakSet()
-
-
-def _shutdown_pipeline(obj: Any, seen: set) -> None:
-    """Stop the background threads/processes of a torchdata node graph (they have ``_shutdown``)."""
-    if obj is None or id(obj) in seen:
-        return
-    seen.add(id(obj))
-    for name in ("_it", "source", "root", "_loader"):
-        _shutdown_pipeline(getattr(obj, name, None), seen)
-    if hasattr(obj, "_shutdown"):
-        obj._shutdown()
 
 
 @atexit.register
@@ -96,7 +96,7 @@ class TrainLoader:
     def close(self) -> None:
         """Stop the pipeline's threads and worker processes (also done at interpreter exit)."""
         if self._loader is not None:
-            _shutdown_pipeline(self._loader, set())
+            shutdown_pipeline(self._loader)
         self._it = None
 
     def __del__(self):

@@ -1,5 +1,10 @@
 """``torchdata.nodes`` building blocks: the sharded epoch sampler, the skip filter, the collate.
 
+This is hpdm's one seam to torchdata (maintenance-only upstream; ``setup.py`` bounds it to the
+tested series): no other module imports it (``tests/test_dependencies.py``). The loader takes the
+stock nodes it composes from here, and ``shutdown_pipeline`` keeps the knowledge of torchdata's
+internals (how a node graph stops its threads and worker processes) in this file too.
+
 Each node's state is a small dict of plain numbers and strings, so ``Loader.state_dict()`` can be
 saved with the training checkpoint and loaded with ``torch.load(weights_only=True)``.
 
@@ -17,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from absl import logging
-from torchdata.nodes import BaseNode
+from torchdata.nodes import Batcher, BaseNode, Loader, Mapper, ParallelMapper, Prefetcher  # noqa: F401
 
 from hpdm.data.hierarchy import Skipped
 from hpdm.data.seeding import derive_seed
@@ -232,3 +237,15 @@ def collate(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     if samples[0]["text"] is not None:
         batch["text"] = [s["text"] for s in samples]
     return batch
+
+
+def shutdown_pipeline(obj: Any, seen: Optional[set] = None) -> None:
+    """Stop the background threads/processes of a torchdata node graph (they have ``_shutdown``)."""
+    seen = set() if seen is None else seen
+    if obj is None or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    for name in ("_it", "source", "root", "_loader"):
+        shutdown_pipeline(getattr(obj, name, None), seen)
+    if hasattr(obj, "_shutdown"):
+        obj._shutdown()

@@ -66,6 +66,7 @@ from absl import app, flags
 
 import hpdm
 from hpdm import gin_utils, metrics
+from hpdm.trainers import run_record
 
 FLAGS = flags.FLAGS
 
@@ -806,6 +807,7 @@ def main(argv: Sequence[str]) -> None:
         except gin_utils.UntrustedConfigError as e:
             raise SystemExit(f"hpdm-eval: {e}") from None
     result = evaluate()
+    result["run_record"] = run_record.collect()  # versions, commit, command line: in the JSON printed and written
     line = json.dumps(result, sort_keys=True)
     if FLAGS.workdir:
         path = os.path.join(FLAGS.workdir, f"eval_f{result['num_frames']}_n{result['num_fake']}.json")

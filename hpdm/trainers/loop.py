@@ -45,6 +45,7 @@ from hpdm import gin_utils
 from hpdm.core.loss import level_term_weights
 from hpdm.trainers import checkpoint as ckpt
 from hpdm.trainers import distributed as hdist
+from hpdm.trainers import run_record
 from hpdm.trainers.ema import EMA
 from hpdm.trainers.lamb import build_optimizer
 from hpdm.trainers.lock import WorkdirLock, WorkdirLockedError
@@ -626,6 +627,8 @@ class Trainer:
     def _save_config(self) -> None:
         if self.info.is_main:
             _atomic_write_text(os.path.join(self.workdir, gin_utils.OPERATIVE_CONFIG), self.operative_config)
+            # Beside config.gin: versions, commit, command line; one entry per start (a resume appends).
+            run_record.write(self.workdir, self.info.world_size, start_step=self.step)
 
     # ------------------------------------------------------------------ one step
 
