@@ -1,8 +1,8 @@
 """Writing sampled videos: ``.mp4``, animated ``.gif``, PNG frame grid and lossless ``.npy``.
 
 Everything goes through OpenCV (``opencv-python-headless``): ``cv2.VideoWriter`` with the ``mp4v``
-codec for a playable MP4, OpenCV 5's own animated-GIF encoder (``cv2.imencodeanimation``, so no
-imageio/moviepy dependency), ``cv2.imwrite`` for the grid. ``save_video`` (``hpdm.save_video``) writes one
+codec for a playable MP4, OpenCV's own animated-GIF encoder (``cv2.imencodeanimation``, OpenCV 4.12
+and later, so no imageio/moviepy dependency), ``cv2.imwrite`` for the grid. ``save_video`` (``hpdm.save_video``) writes one
 video in the format its file extension names. The ``.npy`` is the exact ``uint8``
 ``T x H x W x C`` array, the one to use for metrics. OpenCV wants BGR; videos here are RGB.
 """

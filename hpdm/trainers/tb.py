@@ -1,7 +1,7 @@
 """TensorBoard logging: scalars, the operative config as text, and videos as animated GIFs.
 
 ``SummaryWriter.add_video`` silently logs nothing without moviepy (and breaks on moviepy 2), so
-videos are encoded here as animated GIF with OpenCV (``cv2.imencodeanimation``, OpenCV >= 5) and
+videos are encoded here as animated GIF with OpenCV (``cv2.imencodeanimation``, OpenCV >= 4.12) and
 written as ordinary image summaries: TensorBoard's image dashboard plays GIFs.
 """
 
@@ -21,7 +21,7 @@ def encode_gif(video: np.ndarray, fps: float = 8.0) -> bytes:
     if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] not in (1, 3):
         raise ValueError(f"encode_gif expects uint8 [T, H, W, 1|3], got {video.dtype} {video.shape}")
     if not hasattr(cv2, "imencodeanimation"):
-        raise RuntimeError("GIF summaries need OpenCV >= 5 (cv2.imencodeanimation)")
+        raise RuntimeError("GIF summaries need OpenCV >= 4.12 (cv2.imencodeanimation)")
     anim = cv2.Animation()
     if video.shape[-1] == 1:
         video = np.repeat(video, 3, axis=-1)
