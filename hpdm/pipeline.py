@@ -38,7 +38,7 @@ from hpdm.core import HPDM, load_pretrained
 from hpdm.core.pretrained import EXPORT_WEIGHTS
 from hpdm.progress import ProgressBar, RateEstimate, is_terminal
 from hpdm.pyramid.tiles import TilePlan
-from hpdm.samplers import LevelSchedule, OverlapSampler, sample_videos
+from hpdm.samplers import LevelSchedule, OverlapSampler, sample_videos, schedule_record
 
 MODEL_CARD = "README.md"
 HUB_FILES = (gin_utils.OPERATIVE_CONFIG, EXPORT_WEIGHTS, MODEL_CARD)
@@ -343,8 +343,7 @@ class HPDMPipeline:
         if count < 1:
             raise ValueError(f"num_videos must be >= 1, got {count}")
         cond = None if prompts is None else self.encode(prompts)
-        schedule = self.defaults.schedule(num_steps, self.num_levels)
-        overlap = self.defaults.overlap if overlap is None else overlap
+        schedule, guidance_scale, overlap = self._resolve(num_steps, guidance_scale, overlap)
         report = self._progress(progress, count, batch_size, schedule, overlap)
         try:
             return sample_videos(
@@ -353,7 +352,7 @@ class HPDMPipeline:
                 seed,
                 cond=cond,
                 labels=labels,
-                guidance_scale=self.defaults.guidance_scale if guidance_scale is None else guidance_scale,
+                guidance_scale=guidance_scale,
                 overlap=overlap,
                 cached=cached,
                 level_schedule=schedule,
@@ -367,6 +366,20 @@ class HPDMPipeline:
         finally:
             if isinstance(report, SamplingProgress):
                 report.close()
+
+    def _resolve(self, num_steps, guidance_scale, overlap) -> tuple[LevelSchedule, float, str]:
+        """A call's schedule, guidance scale and overlap: the arguments, else the model's defaults."""
+        schedule = self.defaults.schedule(num_steps, self.num_levels)
+        guidance = self.defaults.guidance_scale if guidance_scale is None else float(guidance_scale)
+        return schedule, guidance, self.defaults.overlap if overlap is None else overlap
+
+    def sampler_settings(
+        self, num_steps: Optional[Sequence[int]] = None, guidance_scale: Optional[float] = None, overlap: Optional[str] = None
+    ) -> dict:
+        """What a call with these arguments samples with, as plain JSON values: per-level steppers and
+        steps, overlap and guidance (``hpdm-sample`` records it next to its videos)."""
+        schedule, guidance, overlap = self._resolve(num_steps, guidance_scale, overlap)
+        return {"levels": schedule_record(schedule, self.num_levels), "overlap": overlap, "guidance_scale": guidance}
 
     def encode(self, prompts: Sequence[str]) -> dict:
         """Text conditioning of ``prompts`` by the run's text encoder (built on first use)."""

@@ -5,6 +5,8 @@ of folder and ``--workdir`` runs, checked against independent computations with 
 import hashlib
 import json
 import os
+import subprocess
+import sys
 
 import cv2
 import gin
@@ -366,3 +368,29 @@ def test_readme_shows_the_paper_protocol_command():
     assert "hpdm-eval --protocol=paper" in section
     assert all(name in section for name in metrics.PROTOCOLS)
     assert "trust" in section and "--detector_sha256" in section
+
+
+def test_folder_from_hpdm_sample_records_how_its_fakes_were_sampled(tmp_path, detectors, capsys):
+    """``hpdm-sample`` writes ``sampling.json`` beside its videos; a folder run records its seed,
+    guidance and sampler in the protocol, as a ``--workdir`` run does."""
+    i3d, _ = detectors
+    workdir = tiny_workdir(tmp_path / "run")
+    out = tmp_path / "samples"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "hpdm.trainers.sample", f"--workdir={workdir}", f"--output_dir={out}", "--num_videos=2",
+         "--seed=3", "--guidance_scale=1.5", "--class_label=1", "--overlap=", "--gin_param=LevelSchedule.base_steps = 2"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    made_with = json.loads((out / "sampling.json").read_text())
+    assert made_with["seed"] == 3 and made_with["class_label"] == 1 and made_with["ema"] is True
+    result = run_eval([f"--detector={i3d}", f"--fake_dir={out}", f"--real_dir={out}", "--nocache_real_stats",
+                       "--num_frames=2"], capsys)
+    protocol = result["protocol"]
+    assert result["num_fake"] == 2
+    assert protocol["seed"] == 3 and protocol["guidance_scale"] == 1.5
+    assert protocol["sampler"]["overlap"] == "" and protocol["sampler"] == made_with["sampler"]
+    # base_steps 2, halved per level down to one step: what the run's LevelSchedule gave.
+    assert [level["num_steps"] for level in protocol["sampler"]["levels"]] == [2, 1, 1]
+    assert protocol["fake_source"]["made_with"]["model"] == workdir

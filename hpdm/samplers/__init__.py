@@ -17,7 +17,7 @@ from hpdm.samplers.hierarchical import (
     to_uint8,
     video_seed,
 )
-from hpdm.samplers.schedule import LevelSchedule, LevelSteps
+from hpdm.samplers.schedule import LevelSchedule, LevelSteps, schedule_record
 from hpdm.samplers.steppers import (
     euler_step,
     get_sampler,
@@ -34,6 +34,7 @@ __all__ = [
     "LevelDenoiser",
     "LevelSchedule",
     "LevelSteps",
+    "schedule_record",
     "OverlapSampler",
     "TileModel",
     "VideoNoise",

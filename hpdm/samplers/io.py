@@ -15,6 +15,9 @@ import os
 import numpy as np
 import torch
 
+# What hpdm-sample writes next to its videos: how they were sampled (hpdm-eval records it).
+SAMPLING_RECORD = "sampling.json"
+
 OUTPUT_KINDS = ("mp4", "gif", "png", "npy")
 
 

@@ -8,7 +8,8 @@ choice can be overridden per level (gin or constructor).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
 import gin
@@ -104,3 +105,11 @@ class LevelSchedule:
 
     def __repr__(self) -> str:
         return f"LevelSchedule({[self.level(l) for l in range(3)]}...)"
+
+
+def schedule_record(schedule: LevelSchedule, num_levels: int) -> list[dict]:
+    """Each level's ``LevelSteps`` as plain JSON values (non-finite floats as None), for result files."""
+    def plain(value):
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    return [{name: plain(value) for name, value in asdict(schedule.level(l)).items()} for l in range(num_levels)]

@@ -66,6 +66,8 @@ from absl import app, flags
 
 import hpdm
 from hpdm import gin_utils, metrics
+from hpdm.samplers.io import SAMPLING_RECORD
+from hpdm.samplers.schedule import schedule_record
 from hpdm.trainers import run_record
 
 FLAGS = flags.FLAGS
@@ -532,11 +534,6 @@ def draw_labels(num: int, seed: int, num_classes: int | None, real_dir: str | No
     return draw_labels_from_counts(num, seed, num_classes, None if frequencies is None else frequencies[1])
 
 
-def _json_number(value):
-    """Non-finite floats as None: the result must stay strict JSON."""
-    return None if isinstance(value, float) and not np.isfinite(value) else value
-
-
 class WorkdirSampler:
     """A run's model, loaded once for every chunk of fakes, sampling as configured (Sec. 4.4-4.5, App. C).
 
@@ -603,12 +600,8 @@ class WorkdirSampler:
 
     def record(self) -> dict:
         """How it samples: per-level stepper, steps and churn, overlap, bindings, matmul precision."""
-        levels = []
-        for level in range(self.model.pyramid.num_levels):
-            steps = dataclasses.asdict(self.schedule.level(level))
-            levels.append({name: _json_number(value) for name, value in steps.items()})
         return {
-            "levels": levels, "overlap": self.overlap, "cached": True, "bindings": self.bindings,
+            "levels": schedule_record(self.schedule, self.model.pyramid.num_levels), "overlap": self.overlap, "cached": True, "bindings": self.bindings,
             "matmul_precision": self.precision,
         }
 
@@ -680,8 +673,26 @@ def folder_fakes(settings: Settings, patch_res) -> Fakes:
     items = metrics.iterate_folder(FLAGS.fake_dir, settings.num_frames, None, skips, limit)
     samples = metrics.list_samples(FLAGS.fake_dir)
     record = {"kind": "folder", "path": FLAGS.fake_dir, "samples": len(samples), "limit": limit}
+    made_with = read_sampling_record(FLAGS.fake_dir)
+    if made_with is not None:
+        record["made_with"] = made_with
     total = min(len(samples), limit or np.inf)
     return Fakes((video for video, _ in items), total, record, None, patch_res, skips)
+
+
+def read_sampling_record(folder: str) -> dict | None:
+    """The ``sampling.json`` that ``hpdm-sample`` writes next to its videos (model, weights, seed,
+    guidance, sampler), or None for other folders; an unreadable one is reported and ignored."""
+    path = os.path.join(folder, SAMPLING_RECORD)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            made_with = json.load(handle)
+    except (OSError, ValueError) as err:
+        log.warning("%s is unreadable (%s): the result cannot say how the fakes were sampled", path, err)
+        return None
+    return made_with if isinstance(made_with, dict) else None
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -729,6 +740,7 @@ def real_statistics(i3d, i3d_sha: str, reals, settings: Settings, resolution, de
 def protocol_record(settings: Settings, i3d_sha: str, c3d_sha: str | None, resolution, reals, fakes: Fakes) -> dict:
     """How the numbers were measured (issue: every result records its protocol)."""
     protocol, sampled = settings.protocol, fakes.sampler is not None
+    made_with = fakes.record.get("made_with") or {}
     return {
         "name": None if protocol is None else protocol.name,
         "summary": None if protocol is None else protocol.summary,
@@ -741,9 +753,9 @@ def protocol_record(settings: Settings, i3d_sha: str, c3d_sha: str | None, resol
         "preparation": metrics.PREPARATION,
         "real_source": reals.record(),
         "fake_source": fakes.record,
-        "sampler": fakes.sampler,
-        "guidance_scale": settings.guidance_scale if sampled else None,
-        "seed": FLAGS.seed if sampled else None,
+        "sampler": fakes.sampler if sampled else made_with.get("sampler"),
+        "guidance_scale": settings.guidance_scale if sampled else made_with.get("guidance_scale"),
+        "seed": FLAGS.seed if sampled else made_with.get("seed"),
         "hpdm_version": hpdm.__version__,
     }
 

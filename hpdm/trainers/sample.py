@@ -121,6 +121,7 @@ def main(argv) -> None:
     for i, video in enumerate(videos):
         paths = write_video_files(video, FLAGS.output_dir, f"video_{i:04d}", fps=FLAGS.fps)
         logging.info("wrote %s", ", ".join(sorted(paths.values())))
+    write_sampling_record(pipe, FLAGS.output_dir, len(videos), autoguidance is not None)
     logging.info(
         "%d videos of %s in %s (level-block evaluations: %d)",
         len(videos),
@@ -128,6 +129,35 @@ def main(argv) -> None:
         FLAGS.output_dir,
         pipe.model.level_block_evaluations,
     )
+
+
+def write_sampling_record(pipe, output_dir: str, num_videos: int, autoguided: bool) -> str:
+    """``OUTPUT_DIR/sampling.json``: the model, weights, seed, conditioning and sampler settings of the
+    videos beside it, so that ``hpdm-eval --fake_dir`` can record how its fakes were made."""
+    import json
+
+    from hpdm import __version__
+    from hpdm.samplers.io import SAMPLING_RECORD
+
+    sampler = pipe.sampler_settings(guidance_scale=FLAGS.guidance_scale, overlap=FLAGS.overlap)
+    record = {
+        "model": FLAGS.workdir,
+        "ema": FLAGS.use_ema,
+        "gin_param": list(FLAGS.gin_param),
+        "seed": FLAGS.seed,
+        "num_videos": num_videos,
+        "class_label": FLAGS.class_label,
+        "prompt": FLAGS.prompt,
+        "guidance_scale": sampler.pop("guidance_scale"),
+        "autoguidance": autoguided,
+        "sampler": {**sampler, "cached": FLAGS.cache},
+        "hpdm_version": __version__,
+    }
+    path = os.path.join(output_dir, SAMPLING_RECORD)
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=1)
+    os.replace(path + ".tmp", path)
+    return path
 
 
 def _main_or_refusal(argv) -> None:
