@@ -16,3 +16,22 @@ def _clean_gin():
     gin.clear_config()
     yield
     gin.clear_config()
+
+
+@pytest.fixture
+def warnings(monkeypatch):
+    """Every absl warning of the data package (skips and the index cache log through one module)."""
+    from hpdm.data import skips as skips_module
+
+    logged = []
+    monkeypatch.setattr(skips_module.logging, "warning", lambda fmt, *a: logged.append(fmt % a))
+    return logged
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A tiny UCF-like video tree (tests/test_data_fixtures.py): ``(root, description)``."""
+    from test_data_fixtures import make_video_tree
+
+    root = str(tmp_path / "videos")
+    return root, make_video_tree(root)

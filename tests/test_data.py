@@ -12,25 +12,12 @@ import torch
 
 import hpdm
 import hpdm.data as data
-from hpdm.data import skips as skips_module
 from hpdm.data.base import ClipSpec
 from hpdm.data.index import INDEX_NAME
-from test_data_fixtures import CLASSES, make_image_tree, make_ucf101, make_video_tree
+from test_data_fixtures import CLASSES, make_image_tree, make_ucf101
 
 TARGET, PATCH = (8, 32, 32), (2, 8, 8)  # 3 levels: 2x8x8 -> 4x16x16 -> 8x32x32
 
-
-@pytest.fixture
-def warnings(monkeypatch):
-    logged = []
-    monkeypatch.setattr(skips_module.logging, "warning", lambda fmt, *a: logged.append(fmt % a))
-    return logged
-
-
-@pytest.fixture
-def tree(tmp_path):
-    root = str(tmp_path / "videos")
-    return root, make_video_tree(root)
 
 
 def _check_batch(batch, batch_size, num_levels=3):

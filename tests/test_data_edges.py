@@ -11,29 +11,16 @@ import re
 import pytest
 
 import hpdm.data as data
-from hpdm.data import skips as skips_module
 from hpdm.data.base import ClipSpec
 from hpdm.data.captions import read_captions
 from hpdm.data.index import INDEX_NAME, list_files
 from hpdm.data.skips import SkipReport
 from hpdm.data.video_io import VIDEO_EXTENSIONS
-from test_data_fixtures import make_video_tree, write_video
+from test_data_fixtures import write_video
 
 SPEC = ClipSpec((8, 32, 32))
 
 
-@pytest.fixture
-def warnings(monkeypatch):
-    """Every absl warning (skips and the index cache log through the same module)."""
-    logged = []
-    monkeypatch.setattr(skips_module.logging, "warning", lambda fmt, *a: logged.append(fmt % a))
-    return logged
-
-
-@pytest.fixture
-def tree(tmp_path):
-    root = str(tmp_path / "videos")
-    return root, make_video_tree(root)
 
 
 def _prepared_paths(source) -> list[str]:

@@ -12,7 +12,6 @@ import cv2
 import gin
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 from absl import flags
 from safetensors.torch import save_file
@@ -23,7 +22,7 @@ from hpdm import metrics
 from hpdm.core import HPDM
 from hpdm.samplers.io import write_video_files
 from hpdm.trainers import evaluate
-from test_evaluate import detectors, random_videos, run_eval, write_video  # noqa: F401  (detectors: fixture)
+from test_evaluate import detectors, random_videos, reference_frechet, run_eval, write_video  # noqa: F401  (detectors: fixture)
 
 FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,11 +42,7 @@ def reference_fvd(i3d_path, fake_videos, real_videos):
             rows.append(detector(batch, rescale=True, resize=True, return_features=True)[0])
         return torch.stack(rows).double().numpy()
 
-    a, b = features(fake_videos), features(real_videos)
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False, bias=True), np.cov(b, rowvar=False, bias=True)
-    root = scipy.linalg.sqrtm(cov_a @ cov_b).real
-    return float((mu_a - mu_b) @ (mu_a - mu_b) + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root))
+    return reference_frechet(features(fake_videos), features(real_videos))
 
 
 def decode(path, num_frames):

@@ -113,7 +113,11 @@ def independent_fvd(i3d_path, real_root, fake_root, num_frames):
                 rows.append(detector(batch, rescale=True, resize=True, return_features=True)[0])
         return torch.stack(rows).double().numpy()
 
-    a, b = features(fake_root), features(real_root)
+    return reference_frechet(features(fake_root), features(real_root))
+
+
+def reference_frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance of two feature sets with numpy and scipy's sqrtm (the independent reference)."""
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False, bias=True), np.cov(b, rowvar=False, bias=True)
     root = scipy.linalg.sqrtm(cov_a @ cov_b).real
