@@ -68,7 +68,7 @@ def test_text_width_must_match_the_encoder(tiny_t5, tmp_path):
 
     import gin
 
-    from hpdm.trainers.sample import encode_prompt
+    from hpdm.pipeline import build_text_encoder, encode_prompts, register_configurables
 
     gin_file = write_gin(
         tmp_path,
@@ -91,6 +91,8 @@ def test_text_width_must_match_the_encoder(tiny_t5, tmp_path):
     gin.parse_config([f"TextEncoder.name_or_path = '{tiny_t5}'", "TextEncoder.device = 'cpu'"])
     try:
         with pytest.raises(ValueError, match=r"16-wide embeddings but the model has HPDM.text_dim = 24"):
-            encode_prompt(types.SimpleNamespace(text_dim=24, num_classes=0), "a red ball", 1)
+            register_configurables()
+            encoder = build_text_encoder(gin.get_bindings("TextEncoder"))
+            encode_prompts(types.SimpleNamespace(text_dim=24, num_classes=0), ["a red ball"], encoder)
     finally:
         gin.clear_config()

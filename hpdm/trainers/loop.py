@@ -43,6 +43,7 @@ from torch import nn
 
 from hpdm import gin_utils
 from hpdm.core.loss import level_term_weights
+from hpdm.progress import format_duration
 from hpdm.trainers import checkpoint as ckpt
 from hpdm.trainers import distributed as hdist
 from hpdm.trainers import run_record
@@ -276,13 +277,6 @@ def _fast_forward(scheduler, steps: int) -> None:
         warnings.simplefilter("ignore", UserWarning)
         for _ in range(steps):
             scheduler.step()
-
-
-def _format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 # ---------------------------------------------------------------------------- trainer
@@ -892,7 +886,7 @@ class Trainer:
             videos_per_s,
             videos_per_s * levels,
             self.skipped_steps,
-            _format_duration(eta),
+            format_duration(eta),
         )
 
     # ------------------------------------------------------------------ main loop

@@ -68,17 +68,6 @@ flags.DEFINE_bool(
 define_autoguidance_flags()
 
 
-def encode_prompt(model, prompt: str, num_videos: int) -> dict:
-    """Text conditioning for ``prompt`` (``num_videos`` rows) with the text encoder of the gin config in force."""
-    import gin
-
-    from hpdm.pipeline import build_text_encoder, check_text_model, encode_prompts, register_configurables
-
-    check_text_model(model)
-    register_configurables()
-    return encode_prompts(model, [prompt] * num_videos, build_text_encoder(gin.get_bindings("TextEncoder")))
-
-
 def main(argv) -> None:
     del argv
     from hpdm import gin_utils
