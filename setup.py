@@ -57,10 +57,10 @@ setup(
     extras_require=EXTRAS_REQUIRE,
     entry_points={
         "console_scripts": [
-            "hpdm-train=hpdm.trainers.train:run",
-            "hpdm-sample=hpdm.trainers.sample:run",
-            "hpdm-eval=hpdm.trainers.evaluate:run",
-            "hpdm-bench=hpdm.trainers.bench:run",
+            "hpdm-train=hpdm.cli.train:run",
+            "hpdm-sample=hpdm.cli.sample:run",
+            "hpdm-eval=hpdm.cli.evaluate:run",
+            "hpdm-bench=hpdm.cli.bench:run",
         ]
     },
 )

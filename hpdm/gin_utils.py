@@ -1,8 +1,9 @@
-"""gin helpers shared by every binary: search paths, strict parsing, the operative config.
+"""gin helpers shared by every binary: search paths, strict parsing, saved configs.
 
-Config files live in the repository's ``gin/`` tree. ``include`` lines are resolved against the
-including file's own directory and against that tree, so experiment files can be parsed from any
-working directory. Parsing is strict (``skip_unknown=False``): a misspelt binding fails at start-up
+Config files live in the repository's ``gin/`` tree, which an installed wheel carries as
+``hpdm/configs``. A name is resolved as given, then under that tree, so ``quickstart.gin`` and
+``gin/quickstart.gin`` work from any working directory; ``include`` lines are resolved against the
+including file's own directory and against the tree. Parsing is strict (``skip_unknown=False``): a misspelt binding fails at start-up
 with gin's message naming it.
 
 A config read back from a workdir or an export (``config.gin``) is data someone else may have
@@ -15,15 +16,30 @@ config explicitly (``--trust_config``, ``trust_config=True``). See ``vet_config`
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging
 import os
 import re
-from typing import Iterable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import gin
 from gin import config_parser
 
-GIN_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+
+
+def _find_gin_root() -> str:
+    # An installed wheel carries the tree as hpdm/configs; a source checkout (editable install) has
+    # gin/ beside the package. The packaged copy is looked for first: beside an installed hpdm sits
+    # site-packages/gin, which is gin-config itself.
+    package = os.path.dirname(os.path.abspath(__file__))
+    packaged = os.path.join(package, "configs")
+    if os.path.isfile(os.path.join(packaged, "quickstart.gin")):
+        return packaged
+    return os.path.join(os.path.dirname(package), "gin")
+
+
+GIN_ROOT = _find_gin_root()
 
 OPERATIVE_CONFIG = "config.gin"
 
@@ -53,8 +69,12 @@ logging.getLogger().addFilter(_QuietPackageLookup())
 
 
 def resolve_config_file(path: str) -> str:
-    """Find ``path`` as given, or relative to the repository (``gin/quickstart.gin`` from anywhere)."""
-    for candidate in (path, os.path.join(os.path.dirname(GIN_ROOT), path), os.path.join(GIN_ROOT, path)):
+    """Find ``path`` as given, else in the config tree: ``quickstart.gin`` and ``gin/quickstart.gin``
+    name the same shipped file from any directory."""
+    candidates = [path, os.path.join(GIN_ROOT, path)]
+    if path.startswith("gin" + os.sep) or path.startswith("gin/"):
+        candidates.append(os.path.join(GIN_ROOT, path[4:]))
+    for candidate in candidates:
         if os.path.isfile(candidate):
             return candidate
     raise FileNotFoundError(f"gin file {path!r} not found (looked here and under {GIN_ROOT})")
@@ -87,9 +107,98 @@ def check_saved_config(path: str, trust: Optional[bool] = None) -> None:
 
 
 def read_config(path: str) -> str:
-    """The text of a config file (UTF-8, as the trainer writes it)."""
+    """The text of a saved config file (UTF-8, as the trainer writes it), with the names of
+    configurables and modules that were renamed since brought up to date (``upgrade_config_text``)."""
     with open(path, encoding="utf-8") as f:
-        return f.read()
+        return upgrade_config_text(f.read())
+
+
+# Names a saved config may still use, and what they are called now. A run's config.gin records the
+# names of the version that wrote it; these keep such runs loadable and resumable.
+RENAMED = (
+    (re.compile(r"\bLevelSchedule\b"), "SamplingSteps"),
+    (re.compile(r"\bhpdm\.trainers\.schedule\b"), "hpdm.trainers.lr_schedule"),
+)
+
+
+def upgrade_config_text(text: str) -> str:
+    """``text`` with every renamed configurable or module (``RENAMED``) under its current name."""
+    for pattern, new in RENAMED:
+        text = pattern.sub(new, text)
+    return text
+
+
+# --------------------------------------------------------------------------- isolated gin state
+
+@contextlib.contextmanager
+def isolated_config() -> Iterator[None]:
+    """Run a block against an empty gin config of its own; the caller's config is restored after.
+
+    gin keeps one process-wide config. Loading a saved run must build its model from that run's
+    bindings without replacing, or leaking into, what the caller has parsed.
+    """
+    from gin import config as gin_config
+
+    saved = (
+        {k: dict(v) for k, v in gin_config._CONFIG.items()},
+        dict(gin_config._SINGLETONS),
+        type(gin_config._IMPORTS)(gin_config._IMPORTS),
+        dict(gin_config._OPERATIVE_CONFIG),
+        gin_config.config_is_locked(),
+    )
+    gin.clear_config()
+    try:
+        yield
+    finally:
+        config, singletons, imports, operative, locked = saved
+        gin.clear_config()
+        gin_config._CONFIG.update(config)
+        gin_config._SINGLETONS.update(singletons)
+        gin_config._IMPORTS.update(imports)
+        gin_config._OPERATIVE_CONFIG.update(operative)
+        gin_config._set_config_is_locked(locked)
+
+
+@dataclass(frozen=True)
+class SavedConfig:
+    """The gin config of a training run or export, held as text and applied only inside ``active``.
+
+    ``text`` is the vetted config (``vet_config``) with renamed names brought up to date; ``source``
+    names the file it came from.
+    """
+
+    text: str
+    source: str
+
+    @classmethod
+    def read(cls, path: str, trust: Optional[bool] = None) -> "SavedConfig":
+        """Read and vet ``path``; refuses foreign imports unless trusted (``vet_config``)."""
+        return cls(text=vet_config(read_config(path), path, trust), source=path)
+
+    @contextlib.contextmanager
+    def active(self, bindings: Sequence[str] = ()) -> Iterator[None]:
+        """Within the block, gin holds this config (plus ``bindings``) and nothing else."""
+        with isolated_config():
+            add_search_paths()
+            # Bindings of configurables this process has not imported (trainer, data) are skipped:
+            # they were validated when the run started.
+            gin.parse_config(self.text, skip_unknown=True)
+            if bindings:
+                gin.parse_config(list(bindings), skip_unknown=True)
+            yield
+
+    def call(self, fn: Callable[..., Any], *args, bindings: Sequence[str] = (), **kwargs) -> Any:
+        """``fn(*args, **kwargs)`` with this config's bindings applied to every configurable it builds."""
+        with self.active(bindings):
+            return fn(*args, **kwargs)
+
+    def query(self, name: str, default: Any = None) -> Any:
+        """The value bound to ``name`` (``"Configurable.param"`` or a macro), else ``default``."""
+        with self.active():
+            try:
+                return gin.query_parameter(name)
+            except ValueError:
+                return default
 
 
 # --------------------------------------------------------------------------- saved configs

@@ -12,7 +12,7 @@ workdir (the newest readable checkpoint, EMA weights by default) or a Hugging Fa
 goes through ``hpdm.core.load_pretrained``, so it replaces the process's gin config and refuses a
 saved config that imports code from outside hpdm unless ``trust_config=True``.
 
-The sampler settings saved with the model (``LevelSchedule``, ``OverlapSampler`` bindings in its
+The sampler settings saved with the model (``SamplingSteps``, ``OverlapSampler`` bindings in its
 ``config.gin``) are read once, at load, and kept by the pipeline: they are its call's defaults, and
 loading another model (which replaces the gin config) does not change them. ``hpdm-sample`` is a
 command line around this object.
@@ -38,7 +38,7 @@ from hpdm.core import HPDM, load_pretrained
 from hpdm.core.pretrained import EXPORT_WEIGHTS
 from hpdm.progress import ProgressBar, RateEstimate, is_terminal
 from hpdm.pyramid.tiles import TilePlan
-from hpdm.samplers import LevelSchedule, OverlapSampler, sample_videos, schedule_record
+from hpdm.samplers import SamplingSteps, OverlapSampler, sample_videos, sampling_steps_record
 
 MODEL_CARD = "README.md"
 HUB_FILES = (gin_utils.OPERATIVE_CONFIG, EXPORT_WEIGHTS, MODEL_CARD)
@@ -55,7 +55,7 @@ def default_device(device=None) -> torch.device:
 
 def register_configurables() -> None:
     """Import what an operative config may bind, so that its bindings are applied (not skipped)."""
-    import hpdm.samplers  # noqa: F401  (LevelSchedule, OverlapSampler)
+    import hpdm.samplers  # noqa: F401  (SamplingSteps, OverlapSampler)
     import hpdm.trainers.distributed  # noqa: F401  (set_matmul_precision: the run's TF32 switch)
 
     try:
@@ -164,7 +164,7 @@ def encode_prompts(model, prompts: Sequence[str], encoder) -> dict:
 class SamplerDefaults:
     """The sampler settings of a model's config: what a pipeline call uses unless told otherwise."""
 
-    level_schedule: LevelSchedule
+    level_schedule: SamplingSteps
     overlap: str
     tile_batch_size: int
     offload_cache: bool
@@ -174,9 +174,9 @@ class SamplerDefaults:
     def from_gin(cls) -> "SamplerDefaults":
         """Read from the gin config in force (right after loading the model)."""
         sampler = OverlapSampler()
-        return cls(LevelSchedule(), sampler.overlap, sampler.tile_batch_size, sampler.offload_cache)
+        return cls(SamplingSteps(), sampler.overlap, sampler.tile_batch_size, sampler.offload_cache)
 
-    def schedule(self, num_steps: Optional[Sequence[int]], num_levels: int) -> LevelSchedule:
+    def schedule(self, num_steps: Optional[Sequence[int]], num_levels: int) -> SamplingSteps:
         """The saved schedule, with ``num_steps`` (one count per level) in place of its step counts."""
         if num_steps is None:
             return self.level_schedule
@@ -273,7 +273,7 @@ class HPDMPipeline:
         Args:
           device: torch device (default: CUDA if available, else the CPU).
           use_ema: a workdir's EMA weights (an export holds only those).
-          bindings: gin bindings applied over the saved config, e.g. ``"LevelSchedule.base_steps=64"``.
+          bindings: gin bindings applied over the saved config, e.g. ``"SamplingSteps.base_steps=64"``.
           trust_config: load a saved config that imports modules from outside hpdm (runs their
             code); None follows ``hpdm.gin_utils.set_config_trust``, else refuses.
           revision: Hub branch, tag or commit.
@@ -367,7 +367,7 @@ class HPDMPipeline:
             if isinstance(report, SamplingProgress):
                 report.close()
 
-    def _resolve(self, num_steps, guidance_scale, overlap) -> tuple[LevelSchedule, float, str]:
+    def _resolve(self, num_steps, guidance_scale, overlap) -> tuple[SamplingSteps, float, str]:
         """A call's schedule, guidance scale and overlap: the arguments, else the model's defaults."""
         schedule = self.defaults.schedule(num_steps, self.num_levels)
         guidance = self.defaults.guidance_scale if guidance_scale is None else float(guidance_scale)
@@ -379,7 +379,7 @@ class HPDMPipeline:
         """What a call with these arguments samples with, as plain JSON values: per-level steppers and
         steps, overlap and guidance (``hpdm-sample`` records it next to its videos)."""
         schedule, guidance, overlap = self._resolve(num_steps, guidance_scale, overlap)
-        return {"levels": schedule_record(schedule, self.num_levels), "overlap": overlap, "guidance_scale": guidance}
+        return {"levels": sampling_steps_record(schedule, self.num_levels), "overlap": overlap, "guidance_scale": guidance}
 
     def encode(self, prompts: Sequence[str]) -> dict:
         """Text conditioning of ``prompts`` by the run's text encoder (built on first use)."""
@@ -388,7 +388,7 @@ class HPDMPipeline:
             self._text_encoder = build_text_encoder(self._text_bindings or {})
         return encode_prompts(self.model, prompts, self._text_encoder)
 
-    def _progress(self, progress, count: int, batch_size: int, schedule: LevelSchedule, overlap: str):
+    def _progress(self, progress, count: int, batch_size: int, schedule: SamplingSteps, overlap: str):
         """The ``sample_videos`` progress callback that ``progress`` asks for (None: silent)."""
         if callable(progress):
             return progress

@@ -11,7 +11,7 @@ import pytest
 
 from absl import flags
 
-from hpdm.trainers import bench
+from hpdm.cli import bench
 
 REQUIRED = (
     "train_speedup_vs_full_res",

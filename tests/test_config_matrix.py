@@ -144,12 +144,12 @@ def _train_argv(name: str, workdir, params: list[str], mixins=()) -> list[str]:
 
 
 def train(name, workdir, params, mixins=()):
-    return run([sys.executable, "-m", "hpdm.trainers.train", *_train_argv(name, workdir, params, mixins)], timeout=300)[2]
+    return run([sys.executable, "-m", "hpdm.cli.train", *_train_argv(name, workdir, params, mixins)], timeout=300)[2]
 
 
 def torchrun(name, workdir, params, mixin):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
-    cmd += ["hpdm.trainers.train", *_train_argv(name, workdir, params, [mixin])]
+    cmd += ["hpdm.cli.train", *_train_argv(name, workdir, params, [mixin])]
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -194,8 +194,8 @@ def assert_matches(reference, workdir) -> None:
 def sample_and_evaluate(name, values, workdir, tmp_path, data) -> None:
     levels = max((t // p).bit_length() for t, p in zip(values["target"], values["patch"]))
     out = tmp_path / "samples"
-    cmd = [sys.executable, "-m", "hpdm.trainers.sample", f"--workdir={workdir}", f"--output_dir={out}"]
-    cmd += ["--num_videos=1", "--seed=0", f"--gin_param=LevelSchedule.num_steps = {[2] * levels}"]
+    cmd = [sys.executable, "-m", "hpdm.cli.sample", f"--workdir={workdir}", f"--output_dir={out}"]
+    cmd += ["--num_videos=1", "--seed=0", f"--gin_param=SamplingSteps.num_steps = {[2] * levels}"]
     if values["text_dim"]:
         cmd.append("--prompt=a clip of diving")
     elif values["classes"]:
@@ -204,7 +204,7 @@ def sample_and_evaluate(name, values, workdir, tmp_path, data) -> None:
     video = next(out.glob("*.npy"))
     frames = int(np.load(video).shape[0])
     _, stdout, _ = run(
-        [sys.executable, "-m", "hpdm.trainers.evaluate", f"--detector={data['i3d']}", f"--fake_dir={out}",
+        [sys.executable, "-m", "hpdm.cli.evaluate", f"--detector={data['i3d']}", f"--fake_dir={out}",
          f"--real_dir={data['videos']}", f"--num_frames={frames}", "--nocache_real_stats"],
         timeout=300,
     )

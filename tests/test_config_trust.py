@@ -93,7 +93,7 @@ def test_hpdm_train_refuses_then_trusts_a_saved_config(tmp_path, sentinel):
     # An unknown binding after the import: the trusted run stops right after parsing, not training.
     (work / "config.gin").write_text(f"import {name}\nTrainer.no_such_argument = 1\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path / "modules"), REPO]), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "hpdm.trainers.train", f"--workdir={work}"]
+    cmd = [sys.executable, "-m", "hpdm.cli.train", f"--workdir={work}"]
     refused = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and f"config.gin:1: 'import {name}'" in refused.stderr, refused.stderr[-2000:]
     assert not marker.exists()
@@ -105,7 +105,7 @@ def test_hpdm_train_refuses_then_trusts_a_saved_config(tmp_path, sentinel):
 def test_hpdm_sample_refuses_then_exports_with_trust_config(tmp_path, sentinel):
     from absl import flags
 
-    from hpdm.trainers import sample
+    from hpdm.cli import sample
 
     name, marker = sentinel
     export = _export(tmp_path / "export", [f"import {name}"])
@@ -133,7 +133,7 @@ def test_hpdm_eval_refuses_a_foreign_workdir_config_before_any_work(tmp_path, se
     export = _export(tmp_path / "run", [f"import {name}"])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, str(tmp_path / "modules")]), OMP_NUM_THREADS="1")
     done = subprocess.run(
-        [sys.executable, "-m", "hpdm.trainers.evaluate", f"--workdir={export}", "--detector=missing.pt", "--num_fake=1"],
+        [sys.executable, "-m", "hpdm.cli.evaluate", f"--workdir={export}", "--detector=missing.pt", "--num_fake=1"],
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode != 0 and f"import {name}" in done.stderr and "--trust_config" in done.stderr, done.stderr

@@ -1,4 +1,4 @@
-"""hpdm.metrics.denoising: the per-level denoising ratio is exact for known denoisers."""
+"""hpdm.diagnostics.denoising: the per-level denoising ratio is exact for known denoisers."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hpdm.metrics.denoising import denoising_table, level_denoising_ratio
+from hpdm.diagnostics.denoising import denoising_table, level_denoising_ratio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTEXT = [0.002, 0.004, 0.008]
@@ -60,7 +60,7 @@ def test_bad_level_or_sigma_is_named():
 
 def test_cli_on_the_shipped_quickstart_model_denoises():
     out = subprocess.run(
-        [sys.executable, "-m", "hpdm.metrics.denoising", "--model=pretrained/quickstart", "--num_videos=2", "--sigmas=0.2"],
+        [sys.executable, "-m", "hpdm.diagnostics.denoising", "--model=pretrained/quickstart", "--num_videos=2", "--sigmas=0.2"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]

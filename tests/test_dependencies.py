@@ -145,7 +145,7 @@ def test_core_modules_import_without_the_extras():
     and evaluation of class-conditional models need none of them). hpdm-train's own module is left
     out: its flags and hpdm-sample's cannot be defined in one process."""
     blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in sorted(OPTIONAL))
-    modules = ["hpdm.data", "hpdm.trainers.loop", "hpdm.trainers.text", "hpdm.trainers.sample", "hpdm.trainers.evaluate",
+    modules = ["hpdm.data", "hpdm.trainers.loop", "hpdm.trainers.text", "hpdm.cli.sample", "hpdm.cli.evaluate",
                "hpdm.pipeline"]
     code = f"import importlib, sys; {blocked}; [importlib.import_module(m) for m in {modules!r}]; print('ok')"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True, timeout=240)

@@ -21,7 +21,7 @@ import hpdm.core
 from hpdm import metrics
 from hpdm.core import HPDM
 from hpdm.samplers.io import write_video_files
-from hpdm.trainers import evaluate
+from hpdm.cli import evaluate
 from test_evaluate import detectors, random_videos, reference_frechet, run_eval, write_video  # noqa: F401  (detectors: fixture)
 
 FLAGS = flags.FLAGS
@@ -123,7 +123,7 @@ def tiny_workdir(root, num_classes=2):
     save_file(state, str(checkpoint / "model.safetensors"))
     bindings = [f"HPDM.{name} = {value!r}" for name, value in TINY.items()]
     # A short schedule in the run's config: --protocol must replace it with the paper's.
-    bindings += [f"HPDM.num_classes = {num_classes}", "LevelSchedule.base_steps = 4"]
+    bindings += [f"HPDM.num_classes = {num_classes}", "SamplingSteps.base_steps = 4"]
     (root / "config.gin").write_text("\n".join(bindings) + "\n")
     return str(root)
 
@@ -251,7 +251,7 @@ def test_workdir_protocol_run_loads_once_and_records_the_sampling(tmp_path, dete
         return load_pretrained(*args, **kwargs)
 
     monkeypatch.setattr(hpdm.core, "load_pretrained", counting_load)
-    steps = "LevelSchedule.num_steps = [3, 2, 2]"
+    steps = "SamplingSteps.num_steps = [3, 2, 2]"
     try:
         result = run_eval(
             ["--protocol=fvd512", f"--workdir={workdir}", f"--real_dir={root}", f"--detector={i3d}",
@@ -326,10 +326,10 @@ def test_detector_sha256_refuses_another_file(tmp_path, detectors, capsys):
 
 def test_protocol_schedule_is_the_papers_whatever_the_run_bound():
     from hpdm import gin_utils
-    from hpdm.samplers import LevelSchedule
+    from hpdm.samplers import SamplingSteps
 
     def levels():
-        schedule = LevelSchedule()
+        schedule = SamplingSteps()
         return [schedule.level(level) for level in range(4)]
 
     gin.clear_config()
@@ -337,7 +337,7 @@ def test_protocol_schedule_is_the_papers_whatever_the_run_bound():
     gin_utils.parse(["gin/samplers/paper.gin"])
     assert levels() == defaults
     gin.clear_config()
-    gin.parse_config(["LevelSchedule.num_steps = [3, 2]", "LevelSchedule.s_churn = 0.0", "LevelSchedule.min_steps = 8"])
+    gin.parse_config(["SamplingSteps.num_steps = [3, 2]", "SamplingSteps.s_churn = 0.0", "SamplingSteps.min_steps = 8"])
     gin.parse_config(list(metrics.protocols.PAPER_SCHEDULE))
     assert levels() == defaults
 
@@ -373,8 +373,8 @@ def test_folder_from_hpdm_sample_records_how_its_fakes_were_sampled(tmp_path, de
     out = tmp_path / "samples"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(
-        [sys.executable, "-m", "hpdm.trainers.sample", f"--workdir={workdir}", f"--output_dir={out}", "--num_videos=2",
-         "--seed=3", "--guidance_scale=1.5", "--class_label=1", "--overlap=", "--gin_param=LevelSchedule.base_steps = 2"],
+        [sys.executable, "-m", "hpdm.cli.sample", f"--workdir={workdir}", f"--output_dir={out}", "--num_videos=2",
+         "--seed=3", "--guidance_scale=1.5", "--class_label=1", "--overlap=", "--gin_param=SamplingSteps.base_steps = 2"],
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -386,6 +386,6 @@ def test_folder_from_hpdm_sample_records_how_its_fakes_were_sampled(tmp_path, de
     assert result["num_fake"] == 2
     assert protocol["seed"] == 3 and protocol["guidance_scale"] == 1.5
     assert protocol["sampler"]["overlap"] == "" and protocol["sampler"] == made_with["sampler"]
-    # base_steps 2, halved per level down to one step: what the run's LevelSchedule gave.
+    # base_steps 2, halved per level down to one step: what the run's SamplingSteps gave.
     assert [level["num_steps"] for level in protocol["sampler"]["levels"]] == [2, 1, 1]
     assert protocol["fake_source"]["made_with"]["model"] == workdir

@@ -14,7 +14,7 @@ import scipy.linalg
 import torch
 from absl import flags
 
-from hpdm.trainers import evaluate
+from hpdm.cli import evaluate
 
 FLAGS = flags.FLAGS
 
@@ -292,7 +292,7 @@ def test_console_entry_point_prints_json_last(tmp_path, detectors):
     real = str(tmp_path / "real")
     write_folder(real, random_videos(7, 3, frames=4))
     completed = subprocess.run(
-        [sys.executable, "-m", "hpdm.trainers.evaluate", f"--detector={i3d}", f"--real_dir={real}",
+        [sys.executable, "-m", "hpdm.cli.evaluate", f"--detector={i3d}", f"--real_dir={real}",
          f"--fake_dir={real}", "--num_frames=4", "--nocache_real_stats"],
         capture_output=True, text=True, timeout=120,
     )

@@ -17,7 +17,7 @@ from hpdm.data.synthetic import (
     class_label,
     with_first_object,
 )
-from hpdm.metrics.label_sensitivity import ATTRIBUTES, counterfactuals, measure, projections
+from hpdm.diagnostics.label_sensitivity import ATTRIBUTES, counterfactuals, measure, projections
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RES = (4, 16, 16)
@@ -99,7 +99,7 @@ def test_unknown_attribute_is_rejected():
 
 def _cli(*flags):
     return subprocess.run(
-        [sys.executable, "-m", "hpdm.metrics.label_sensitivity", *flags],
+        [sys.executable, "-m", "hpdm.diagnostics.label_sensitivity", *flags],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="2"),
     )
 

@@ -1,4 +1,4 @@
-"""scripts/level0_ablation.py: its first row is the motion_retention measurement of the model it starts
+"""hpdm/diagnostics/level0_ablation.py: its first row is the motion_retention measurement of the model it starts
 from, it trains, and the gin bindings reach the model."""
 
 import json
@@ -15,7 +15,7 @@ SMALL = ["--sample_steps=3", "--steps=2", "--warmup_steps=1", "--eval_every=2", 
 
 def _run(tmp_path, *flags):
     out = subprocess.run(
-        [sys.executable, "scripts/level0_ablation.py", *SMALL, f"--output={tmp_path / 'rows.jsonl'}", *flags],
+        [sys.executable, "hpdm/diagnostics/level0_ablation.py", *SMALL, f"--output={tmp_path / 'rows.jsonl'}", *flags],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -25,8 +25,8 @@ def _run(tmp_path, *flags):
 def test_starts_from_the_shipped_model_as_motion_retention_reads_it(tmp_path):
     from hpdm.core import load_pretrained
     from hpdm.data.synthetic import SyntheticVideos
-    from hpdm.metrics.label_sensitivity import level0_denoiser
-    from hpdm.metrics.motion_retention import measure, real_level0_videos, sample_level0, size_ratios, travels
+    from hpdm.diagnostics.label_sensitivity import level0_denoiser
+    from hpdm.diagnostics.motion_retention import measure, real_level0_videos, sample_level0, size_ratios, travels
 
     # 8 sampling steps (SMALL's 3 leave the shipped model's 4 samples unreadable: nan travel).
     rows = _run(tmp_path, "--init_from=pretrained/quickstart", "--lr=0.01", "--pretrained_lr=0.001", "--sample_steps=8")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from hpdm.data.synthetic import SyntheticVideos
-from hpdm.metrics.motion_retention import format_table, measure, sample_level0, size_ratios, travels
+from hpdm.diagnostics.motion_retention import format_table, measure, sample_level0, size_ratios, travels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,7 +95,7 @@ def test_an_oracle_that_knows_all_but_the_place_keeps_the_motion_at_moderate_noi
 
 def _cli(*flags):
     return subprocess.run(
-        [sys.executable, "-m", "hpdm.metrics.motion_retention", *flags],
+        [sys.executable, "-m", "hpdm.diagnostics.motion_retention", *flags],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="2"),
     )
 
@@ -188,8 +188,8 @@ def test_autoguidance_by_run_7_moves_the_shipped_models_objects_further():
     import numpy as np
 
     from hpdm.core import load_pretrained
-    from hpdm.metrics.label_sensitivity import level0_denoiser
-    from hpdm.metrics.motion_retention import real_level0_videos
+    from hpdm.diagnostics.label_sensitivity import level0_denoiser
+    from hpdm.diagnostics.motion_retention import real_level0_videos
     from hpdm.samplers import Autoguidance
 
     threads = torch.get_num_threads()

@@ -8,7 +8,7 @@ from torch import nn
 
 from hpdm.trainers.ema import EMA
 from hpdm.trainers.lamb import Lamb, param_groups
-from hpdm.trainers.schedule import warmup_cosine
+from hpdm.trainers.lr_schedule import warmup_cosine
 
 
 def reference_lamb(x, grads, lr, b1, b2, eps, wd, adapt=True):

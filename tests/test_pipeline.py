@@ -81,7 +81,7 @@ def test_readme_five_lines_on_the_shipped_model(tmp_path, monkeypatch):
 
 
 def test_defaults_are_the_saved_sampler_settings(tmp_path):
-    extra = ["LevelSchedule.num_steps = [3, 2, 1]", "OverlapSampler.overlap = 'h'", "OverlapSampler.tile_batch_size = 5"]
+    extra = ["SamplingSteps.num_steps = [3, 2, 1]", "OverlapSampler.overlap = 'h'", "OverlapSampler.tile_batch_size = 5"]
     pipe = hpdm.HPDMPipeline.from_pretrained(_export(tmp_path / "m", extra, num_classes=3), "cpu")
     assert pipe.defaults.overlap == "h" and pipe.defaults.tile_batch_size == 5
     gin.clear_config()  # what loading another model does: the pipeline keeps its own settings
@@ -117,11 +117,11 @@ def test_workdir_newest_checkpoint_and_hpdm_sample_use_the_same_videos(tmp_path)
 
     from absl import flags
 
-    from hpdm.trainers import sample
+    from hpdm.cli import sample
 
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["hpdm-sample", f"--workdir={workdir}", f"--output_dir={tmp_path}/out", "--num_videos=2", "--seed=3",
-                 "--nouse_ema", "--batch_size=2", "--overlap=", "--gin_param=LevelSchedule.num_steps=[1, 1, 1]"])
+                 "--nouse_ema", "--batch_size=2", "--overlap=", "--gin_param=SamplingSteps.num_steps=[1, 1, 1]"])
     try:
         sample.main([])
     finally:
@@ -132,7 +132,7 @@ def test_workdir_newest_checkpoint_and_hpdm_sample_use_the_same_videos(tmp_path)
 
 def test_save_pretrained_writes_an_export_with_a_model_card(tmp_path):
     pipe = hpdm.HPDMPipeline.from_pretrained(
-        _export(tmp_path / "m", num_classes=3), "cpu", bindings=["LevelSchedule.num_steps = [2, 1, 1]"]
+        _export(tmp_path / "m", num_classes=3), "cpu", bindings=["SamplingSteps.num_steps = [2, 1, 1]"]
     )
     out = pipe.save_pretrained(str(tmp_path / "export"))
     assert sorted(os.listdir(out)) == ["README.md", "config.gin", "model.safetensors"]

@@ -5,7 +5,7 @@ import os
 import torch
 
 from hpdm.core import load_pretrained
-from hpdm.samplers import LevelSchedule, sample_videos
+from hpdm.samplers import SamplingSteps, sample_videos
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(ROOT, "pretrained", "quickstart")
@@ -13,7 +13,7 @@ PRETRAINED = os.path.join(ROOT, "pretrained", "quickstart")
 
 def test_trained_quickstart_cached_equals_uncached():
     model = load_pretrained(PRETRAINED)
-    schedule = LevelSchedule(num_steps=[4, 2, 2])
+    schedule = SamplingSteps(num_steps=[4, 2, 2])
     counts, videos = {}, {}
     for cached in (True, False):
         model.level_block_evaluations = 0

@@ -20,7 +20,7 @@ def test_quickstart_script_fine_tunes_the_shipped_model_and_samples(tmp_path):
     workdir = tmp_path / "qs"
     env = dict(_env(), WORKDIR=str(workdir), NUM_VIDEOS="1")
     out = subprocess.run(
-        ["bash", "scripts/quickstart.sh", "--gin_param=TRAIN_STEPS=2", "--gin_param=LevelSchedule.num_steps=[2, 1, 1]"],
+        ["bash", "scripts/quickstart.sh", "--gin_param=TRAIN_STEPS=2", "--gin_param=SamplingSteps.num_steps=[2, 1, 1]"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -50,7 +50,7 @@ def test_text_to_video_quickstart_with_a_tiny_local_t5(tmp_path):
         [
             os.path.join(BIN, "hpdm-sample"), f"--workdir={workdir}", f"--output_dir={tmp_path / 'out'}",
             "--num_videos=1", "--seed=0", "--prompt=a red disc moving left on a blue background",
-            "--guidance_scale=2.0", "--overlap=", "--gin_param=LevelSchedule.num_steps=[2, 1, 1]",
+            "--guidance_scale=2.0", "--overlap=", "--gin_param=SamplingSteps.num_steps=[2, 1, 1]",
         ],
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600,
     )

@@ -67,7 +67,7 @@ def _workdir(root, num_classes=0, target=TARGET, saved_target=None, seed=0):
 def _sample(*args, check=True):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "hpdm.trainers.sample", *args, "--gin_param=LevelSchedule.num_steps=[3, 2, 2]"],
+        [sys.executable, "-m", "hpdm.cli.sample", *args, "--gin_param=SamplingSteps.num_steps=[3, 2, 2]"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     if check and proc.returncode != 0:
@@ -80,10 +80,10 @@ def _sample_inprocess(*args):
     import gin
     from absl import flags
 
-    from hpdm.trainers import sample
+    from hpdm.cli import sample
 
     flags.FLAGS.unparse_flags()
-    flags.FLAGS(["hpdm-sample", *args, "--gin_param=LevelSchedule.num_steps=[3, 2, 2]"])
+    flags.FLAGS(["hpdm-sample", *args, "--gin_param=SamplingSteps.num_steps=[3, 2, 2]"])
     try:
         sample.main([])
     finally:
@@ -122,11 +122,11 @@ def test_files_resolution_and_npy(uncond_dir, tmp_path):
         np.testing.assert_array_equal(grid[:, w:, ::-1], frames[1])
     # The .npy equals the frames sample_videos returns for the same seed (in-process).
     from hpdm.core import load_pretrained
-    from hpdm.samplers import LevelSchedule, sample_videos
+    from hpdm.samplers import SamplingSteps, sample_videos
 
     model = load_pretrained(uncond_dir)
     gin.clear_config()  # load_pretrained leaves the saved config bound; keep other tests clean
-    videos = sample_videos(model, 2, 5, overlap="hw", level_schedule=LevelSchedule(num_steps=[3, 2, 2]))
+    videos = sample_videos(model, 2, 5, overlap="hw", level_schedule=SamplingSteps(num_steps=[3, 2, 2]))
     for i in range(2):
         np.testing.assert_array_equal(np.load(out / f"video_{i:04d}.npy"), videos[i].numpy())
 
@@ -166,7 +166,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 
 def test_autoguidance_flags(tmp_path):
     from hpdm.core import load_pretrained
-    from hpdm.samplers import Autoguidance, LevelSchedule, sample_videos
+    from hpdm.samplers import Autoguidance, SamplingSteps, sample_videos
 
     good, weak = _workdir(tmp_path / "good", num_classes=3), _workdir(tmp_path / "weak", num_classes=3, seed=1)
     args = ["--num_videos=2", "--seed=3", "--class_label=1", "--overlap=hw"]
@@ -178,7 +178,7 @@ def test_autoguidance_flags(tmp_path):
     guide = load_pretrained(weak)
     model = load_pretrained(good)
     gin.clear_config()
-    schedule = LevelSchedule(num_steps=[3, 2, 2])
+    schedule = SamplingSteps(num_steps=[3, 2, 2])
     expected = sample_videos(
         model, 2, 3, labels=1, overlap="hw", level_schedule=schedule,
         autoguidance=Autoguidance(guide, 2.5, levels=[0, 1], sigma_min=0.5, sigma_max=20.0),

@@ -15,7 +15,7 @@ import types
 import pytest
 import torch
 
-from hpdm.samplers import LevelSchedule, karras_sigmas, sample_euler, sample_heun
+from hpdm.samplers import SamplingSteps, karras_sigmas, sample_euler, sample_heun
 
 
 def _gaussian_denoiser(mu, s2):
@@ -164,15 +164,15 @@ def test_optimal_denoiser_recovers_gaussian_moments():
 
 
 def test_level_schedule_defaults_and_overrides():
-    s = LevelSchedule()
+    s = SamplingSteps()
     l0, l1, l2 = s.level(0), s.level(1), s.level(2)
     assert (l0.stepper, l0.num_steps) == ("heun", 128) and l0.s_churn > 0
     assert (l1.stepper, l1.num_steps, l1.s_churn) == ("euler", 64, 0.0)
     assert l2.num_steps == 32
-    s = LevelSchedule(num_steps=[10, 3], steppers=["euler", "heun"], churn=[0.0, 5.0])
+    s = SamplingSteps(num_steps=[10, 3], steppers=["euler", "heun"], churn=[0.0, 5.0])
     assert [s.level(l).num_steps for l in range(3)] == [10, 3, 3]
     assert [s.level(l).stepper for l in range(3)] == ["euler", "heun", "heun"]
     assert s.level(2).s_churn == 5.0
-    assert LevelSchedule(base_steps=4, step_decay=4).level(3).num_steps == 1
+    assert SamplingSteps(base_steps=4, step_decay=4).level(3).num_steps == 1
     with pytest.raises(ValueError, match="unknown stepper"):
-        LevelSchedule(steppers=["dpm"])
+        SamplingSteps(steppers=["dpm"])

@@ -6,13 +6,13 @@ import torch
 from hpdm.core import HPDM
 from hpdm.samplers import (
     HPDMTileModel,
-    LevelSchedule,
+    SamplingSteps,
     OverlapSampler,
     VideoNoise,
     sample_pyramid,
     sample_videos,
-    time_level_step,
 )
+from hpdm.benchmarks.sampling import time_level_step
 
 TILE_BATCH = 64
 
@@ -24,7 +24,7 @@ def _one_thread():
     yield
     torch.set_num_threads(threads)
 
-FAST = LevelSchedule(num_steps=[3, 2, 2], s_tmin=0.0, s_tmax=1e9)  # churn at every level-0 step
+FAST = SamplingSteps(num_steps=[3, 2, 2], s_tmin=0.0, s_tmax=1e9)  # churn at every level-0 step
 
 
 def tiny(num_classes=0, text_dim=0, seed=0, dtype=torch.float64) -> HPDM:
@@ -100,7 +100,7 @@ def test_cached_equals_uncached_and_runs_fewer_blocks(overlap):
 def test_sample_videos_cached_uncached_uint8_and_seeds():
     model = tiny()
     kwargs = dict(level_schedule=FAST, overlap="hw", tile_batch_size=64)
-    kwargs["level_schedule"] = LevelSchedule(num_steps=[2, 1, 1], s_tmin=0.0, s_tmax=1e9)
+    kwargs["level_schedule"] = SamplingSteps(num_steps=[2, 1, 1], s_tmin=0.0, s_tmax=1e9)
     a = sample_videos(model, 2, seed=7, **kwargs)
     assert a.dtype == torch.uint8 and a.shape == (2, 2, 16, 16, 3)
     b = sample_videos(model, 2, seed=7, cached=False, **kwargs)
@@ -126,7 +126,7 @@ def test_level_step_timing_counts_blocks():
 
 def test_guidance_and_labels():
     model = tiny(num_classes=5)
-    kwargs = dict(level_schedule=LevelSchedule(num_steps=[2, 1, 1]), overlap="", tile_batch_size=64)
+    kwargs = dict(level_schedule=SamplingSteps(num_steps=[2, 1, 1]), overlap="", tile_batch_size=64)
     plain = sample_videos(model, 2, seed=0, labels=[1, 3], **kwargs)
     same = sample_videos(model, 2, seed=0, labels=[1, 3], guidance_scale=1.0, **kwargs)
     assert torch.equal(plain, same)
@@ -157,14 +157,14 @@ def test_text_guidance_runs():
     model = tiny(text_dim=6)
     text = torch.randn(2, 3, 6, dtype=torch.float64)
     cond = {"text": text, "text_mask": torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)}
-    kwargs = dict(level_schedule=LevelSchedule(num_steps=[1, 1, 1]), overlap="", tile_batch_size=64)
+    kwargs = dict(level_schedule=SamplingSteps(num_steps=[1, 1, 1]), overlap="", tile_batch_size=64)
     a = sample_videos(model, 2, seed=0, cond=cond, guidance_scale=2.0, **kwargs)
     b = sample_videos(model, 2, seed=0, cond=cond, guidance_scale=2.0, cached=False, **kwargs)
     assert torch.equal(a, b)
 
 
 def test_bad_conditioning_errors():
-    kwargs = dict(level_schedule=LevelSchedule(num_steps=[1, 1, 1]), overlap="")
+    kwargs = dict(level_schedule=SamplingSteps(num_steps=[1, 1, 1]), overlap="")
     with pytest.raises(ValueError, match="out of range"):
         sample_videos(tiny(num_classes=5), 1, seed=0, labels=5, **kwargs)
     with pytest.raises(ValueError, match="out of range"):
@@ -263,7 +263,7 @@ def test_autoguidance_sampling():
     from hpdm.samplers import Autoguidance
 
     good, weak = tiny(num_classes=5, seed=0), tiny(num_classes=5, seed=1)
-    kwargs = dict(labels=[1, 3], level_schedule=LevelSchedule(num_steps=[2, 2, 2]), overlap="fhw", tile_batch_size=64)
+    kwargs = dict(labels=[1, 3], level_schedule=SamplingSteps(num_steps=[2, 2, 2]), overlap="fhw", tile_batch_size=64)
     plain = sample_videos(good, 2, seed=0, **kwargs)
     # Scale 1, or a weak model identical to the guided one, change nothing.
     assert torch.equal(plain, sample_videos(good, 2, seed=0, autoguidance=Autoguidance(weak, scale=1.0), **kwargs))

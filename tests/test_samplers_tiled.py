@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from hpdm.pyramid import Pyramid
-from hpdm.samplers import LevelSchedule, OverlapSampler, VideoNoise, get_sampler, sample_pyramid
+from hpdm.samplers import SamplingSteps, OverlapSampler, VideoNoise, get_sampler, sample_pyramid
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -120,8 +120,8 @@ PYRAMIDS = [
 OVERLAPS = ["".join(c for c, on in zip("fhw", flags) if on) for flags in itertools.product([0, 1], repeat=3)]
 # Heun with churn at every level (stochastic steps with noise at later levels too), and the defaults.
 SCHEDULES = {
-    "stochastic_heun": LevelSchedule(num_steps=[6, 4, 3], steppers=["heun"], churn=[30.0]),
-    "default_kinds": LevelSchedule(base_steps=8, s_tmin=0.0, s_tmax=100.0),
+    "stochastic_heun": SamplingSteps(num_steps=[6, 4, 3], steppers=["heun"], churn=[30.0]),
+    "default_kinds": SamplingSteps(base_steps=8, s_tmin=0.0, s_tmax=100.0),
 }
 
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpdm.data.synthetic import CLASS_NAMES, SHAPES
-from hpdm.metrics.synthetic_content import (
+from hpdm.diagnostics.synthetic_content import (
     class_attributes,
     colour_index_map,
     content_report,
@@ -135,7 +135,7 @@ def _probe_shipped_model(tmp_path, *flags):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     report = tmp_path / "probe.json"
     out = subprocess.run(
-        [sys.executable, "-m", "hpdm.metrics.synthetic_content", "--model=pretrained/quickstart",
+        [sys.executable, "-m", "hpdm.diagnostics.synthetic_content", "--model=pretrained/quickstart",
          "--videos_per_class=1", "--batch_size=9", f"--output={report}", *flags],
         cwd=root, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="2"),
     )
@@ -145,7 +145,7 @@ def _probe_shipped_model(tmp_path, *flags):
 
 def test_cli_on_the_shipped_quickstart_model(tmp_path):
     """The CLI samples one video per class and writes a report whose real-video row is perfect."""
-    out, data = _probe_shipped_model(tmp_path, "--save_videos", "--gin_param=LevelSchedule.num_steps=[16, 1, 1]")
+    out, data = _probe_shipped_model(tmp_path, "--save_videos", "--gin_param=SamplingSteps.num_steps=[16, 1, 1]")
     assert data["labels"] == list(range(len(CLASS_NAMES)))
     assert data["real"]["colour_accuracy"] == 1.0 and data["real"]["shape_accuracy"] == 1.0
     assert data["samples"]["num_videos"] == len(CLASS_NAMES)
@@ -164,7 +164,7 @@ def test_cli_rejects_an_unconditional_model(tmp_path):
                  latent_dim=16, num_latents=4, num_blocks=2, latent_layers_per_block=1, head_dim=8)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(
-        [sys.executable, "-m", "hpdm.metrics.synthetic_content", f"--model={tmp_path}"],
+        [sys.executable, "-m", "hpdm.diagnostics.synthetic_content", f"--model={tmp_path}"],
         cwd=root, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode != 0
@@ -174,7 +174,7 @@ def test_cli_rejects_an_unconditional_model(tmp_path):
 def test_cli_conditions_on_real_coarse_levels(tmp_path):
     """--real_levels=2 generates only the finest level, from real levels 0 and 1: the colour follows."""
     _, data = _probe_shipped_model(
-        tmp_path, "--real_levels=2", "--gin_param=LevelSchedule.num_steps=[1, 1, 1]",
+        tmp_path, "--real_levels=2", "--gin_param=SamplingSteps.num_steps=[1, 1, 1]",
         "--gin_param=OverlapSampler.overlap=''",
     )
     assert data["real_levels"] == 2

@@ -67,7 +67,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
 def test_tensorboard_events_and_gif_samples(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    gin_file = write_gin(tmp_path, "LevelSchedule.num_steps = [2, 1]\nTrainer.num_samples = 1")
+    gin_file = write_gin(tmp_path, "SamplingSteps.num_steps = [2, 1]\nTrainer.num_samples = 1")
     work = tmp_path / "w"
     run(train_cmd(gin_file, work, "TRAIN_STEPS=2", "SAMPLE_EVERY=2"))
     ea = EventAccumulator(str(work), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
@@ -89,19 +89,19 @@ def test_sampler_bindings_reach_the_saved_config(tmp_path):
     import gin
 
     from hpdm.core import load_pretrained
-    from hpdm.samplers import LevelSchedule, OverlapSampler
+    from hpdm.samplers import SamplingSteps, OverlapSampler
 
-    gin_file = write_gin(tmp_path, "LevelSchedule.num_steps = [3, 2]\nOverlapSampler.overlap = 'hw'")
+    gin_file = write_gin(tmp_path, "SamplingSteps.num_steps = [3, 2]\nOverlapSampler.overlap = 'hw'")
     work = tmp_path / "w"
     run(train_cmd(gin_file, work, "TRAIN_STEPS=1", "SAMPLE_EVERY=0"))
     with open(os.path.join(str(work), "config.gin")) as f:
         saved = f.read()
-    assert "LevelSchedule.num_steps = [3, 2]" in saved
+    assert "SamplingSteps.num_steps = [3, 2]" in saved
     assert "OverlapSampler.overlap = 'hw'" in saved
     # A run saved before sampler bindings were recorded resumes without a config conflict, and its
     # config.gin gains them; any other difference still conflicts.
-    old = re.sub(r"# Parameters for (LevelSchedule|OverlapSampler):\n.*?\n\n", "", saved, flags=re.S)
-    assert "LevelSchedule.num_steps" not in old and "HPDM.token_dim" in old
+    old = re.sub(r"# Parameters for (SamplingSteps|OverlapSampler):\n.*?\n\n", "", saved, flags=re.S)
+    assert "SamplingSteps.num_steps" not in old and "HPDM.token_dim" in old
     with open(os.path.join(str(work), "config.gin"), "w") as f:
         f.write(old)
     run(train_cmd(gin_file, work, "TRAIN_STEPS=1", "SAMPLE_EVERY=0"))
@@ -111,7 +111,7 @@ def test_sampler_bindings_reach_the_saved_config(tmp_path):
     assert code != 0 and "differs from the one saved" in err
     try:
         load_pretrained(str(work))
-        assert LevelSchedule().num_steps == [3, 2]
+        assert SamplingSteps().num_steps == [3, 2]
         assert OverlapSampler().overlap == "hw"
     finally:
         gin.clear_config()
@@ -243,8 +243,8 @@ def test_class_count_from_folder_data_trains_and_samples(tmp_path):
     _, _, err = run(train_cmd(gin_file, work, "TRAIN_STEPS=2"))
     assert "Nothing to do" in err
     out = tmp_path / "out"
-    run([sys.executable, "-m", "hpdm.trainers.sample", f"--workdir={work}", f"--output_dir={out}", "--num_videos=1",
-         "--class_label=2", "--gin_param=LevelSchedule.num_steps=[2, 1]"])
+    run([sys.executable, "-m", "hpdm.cli.sample", f"--workdir={work}", f"--output_dir={out}", "--num_videos=1",
+         "--class_label=2", "--gin_param=SamplingSteps.num_steps=[2, 1]"])
     assert os.path.isfile(os.path.join(str(out), "video_0000.npy"))
 
     code, _, err = run(train_cmd(gin_file, tmp_path / "nine", "TRAIN_STEPS=1", "HPDM.num_classes=9"), check=False)

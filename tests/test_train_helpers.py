@@ -52,7 +52,7 @@ def write_gin(tmp_path, extra: str = "", name: str = "tiny.gin") -> str:
 
 
 def train_cmd(gin_file, workdir, *params, extra_flags=()):
-    cmd = [sys.executable, "-m", "hpdm.trainers.train", f"--gin_file={gin_file}", f"--workdir={workdir}"]
+    cmd = [sys.executable, "-m", "hpdm.cli.train", f"--gin_file={gin_file}", f"--workdir={workdir}"]
     cmd += [f"--gin_param={p}" for p in params]
     return cmd + list(extra_flags)
 

@@ -68,7 +68,7 @@ def test_setup_tf32_off_initial_weights_and_preview_settings(clean_state, tmp_pa
             "Trainer.num_samples = 3",
             "Trainer.preview_steps = [3, 2]",
             "Trainer.preview_overlap = ''",
-            "LevelSchedule.num_steps = [5, 4, 4]",  # what hpdm-sample would use: not the preview's
+            "SamplingSteps.num_steps = [5, 4, 4]",  # what hpdm-sample would use: not the preview's
         ],
     )
     calls = []
@@ -86,7 +86,7 @@ def test_setup_tf32_off_initial_weights_and_preview_settings(clean_state, tmp_pa
         with open(os.path.join(str(tmp_path / "w"), "config.gin")) as f:
             saved = f.read()
         assert "set_matmul_precision.tf32 = False" in saved and "Trainer.preview_steps = [3, 2]" in saved
-        assert "LevelSchedule.num_steps = [5, 4, 4]" in saved
+        assert "SamplingSteps.num_steps = [5, 4, 4]" in saved
 
         # The loader is built before the model now; the seed's initial weights are unchanged.
         seed_everything(0)

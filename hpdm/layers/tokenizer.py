@@ -52,7 +52,7 @@ class LocalTokenMixing(nn.Module):
     by attention, and a small object in heavy noise shows in no single cell, so the latents place it
     poorly. The quickstart's level 0 (4x16x16 videos, 1x2x2 cells) drew its objects nearly still for
     that reason: denoising at sigma 2 it kept 0.30 of the real motion without mixing and 0.60 with a
-    3x3x3 mixing, both trained from scratch side by side for 500 steps (``scripts/level0_ablation.py``;
+    3x3x3 mixing, both trained from scratch side by side for 500 steps (``hpdm/diagnostics/level0_ablation.py``;
     pretrained/quickstart/README.md).
     ``HPDM`` uses it after the tokenizer (``token_mixing``) and, optionally, on every level's tokens
     after each RIN block's write (``block_mixing``), so the later reads pool mixed tokens as well.

@@ -2,7 +2,7 @@
 
 FVD / FVD@N with the literature's TorchScript I3D, the UCF-101 video Inception Score with the
 TorchScript C3D, and a seam score for tiled inference (Sec. 4.4). ``protocols`` names the paper's
-and the literature's ways of computing them. The ``hpdm-eval`` binary (``hpdm.trainers.evaluate``)
+and the literature's ways of computing them. The ``hpdm-eval`` binary (``hpdm.cli.evaluate``)
 wires them to folders of videos or a trained workdir.
 """
 

@@ -25,19 +25,19 @@ from typing import Mapping
 # gin/samplers/paper.gin, plus the per-level lists reset: a run's config may bind any of them
 # (a smoke run's short schedule), and the protocol must not inherit that.
 PAPER_SCHEDULE = (
-    "LevelSchedule.base_steps = 128",
-    "LevelSchedule.step_decay = 2",
-    "LevelSchedule.min_steps = 1",
-    "LevelSchedule.first_stepper = 'heun'",
-    "LevelSchedule.later_stepper = 'euler'",
-    "LevelSchedule.s_churn = 40.0",
-    "LevelSchedule.s_tmin = 0.05",
-    "LevelSchedule.s_tmax = 50.0",
-    "LevelSchedule.s_noise = 1.003",
-    "LevelSchedule.rho = 7.0",
-    "LevelSchedule.num_steps = None",
-    "LevelSchedule.steppers = None",
-    "LevelSchedule.churn = None",
+    "SamplingSteps.base_steps = 128",
+    "SamplingSteps.step_decay = 2",
+    "SamplingSteps.min_steps = 1",
+    "SamplingSteps.first_stepper = 'heun'",
+    "SamplingSteps.later_stepper = 'euler'",
+    "SamplingSteps.s_churn = 40.0",
+    "SamplingSteps.s_tmin = 0.05",
+    "SamplingSteps.s_tmax = 50.0",
+    "SamplingSteps.s_noise = 1.003",
+    "SamplingSteps.rho = 7.0",
+    "SamplingSteps.num_steps = None",
+    "SamplingSteps.steppers = None",
+    "SamplingSteps.churn = None",
 )
 
 # The settings a flag of the same name can override.

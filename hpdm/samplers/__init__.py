@@ -6,7 +6,6 @@ Entry points: ``sample_videos(model, num_videos, seed, ...)`` (an ``HPDM`` in me
 ``time_level_step`` (cached vs uncached cost of one last-level step, for ``hpdm-bench``).
 """
 
-from hpdm.samplers.bench import time_level_step
 from hpdm.samplers.guidance import Autoguidance, HPDMTileModel, null_cond
 from hpdm.samplers.hierarchical import (
     VideoNoise,
@@ -17,7 +16,7 @@ from hpdm.samplers.hierarchical import (
     to_uint8,
     video_seed,
 )
-from hpdm.samplers.schedule import LevelSchedule, LevelSteps, schedule_record
+from hpdm.samplers.steps import SamplingSteps, LevelSteps, sampling_steps_record
 from hpdm.samplers.steppers import (
     euler_step,
     get_sampler,
@@ -32,9 +31,9 @@ __all__ = [
     "Autoguidance",
     "HPDMTileModel",
     "LevelDenoiser",
-    "LevelSchedule",
+    "SamplingSteps",
     "LevelSteps",
-    "schedule_record",
+    "sampling_steps_record",
     "OverlapSampler",
     "TileModel",
     "VideoNoise",
@@ -49,7 +48,6 @@ __all__ = [
     "sample_pyramid",
     "sample_videos",
     "sample_videos_from_workdir",
-    "time_level_step",
     "to_uint8",
     "video_seed",
 ]

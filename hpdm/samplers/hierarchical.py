@@ -21,7 +21,7 @@ import torch
 
 from hpdm.pyramid import Pyramid
 from hpdm.samplers.guidance import Autoguidance, HPDMTileModel
-from hpdm.samplers.schedule import LevelSchedule
+from hpdm.samplers.steps import SamplingSteps
 from hpdm.samplers.steppers import get_sampler
 from hpdm.samplers.tiled import OverlapSampler, TileModel
 
@@ -65,7 +65,7 @@ def sample_pyramid(
     noise: VideoNoise,
     channels: int = 3,
     cond: Optional[dict] = None,
-    level_schedule: Optional[LevelSchedule] = None,
+    level_schedule: Optional[SamplingSteps] = None,
     overlap_sampler: Optional[OverlapSampler] = None,
     context_noise: bool = True,
     progress: Optional[Progress] = None,
@@ -81,7 +81,7 @@ def sample_pyramid(
     generating those levels: generation starts at level k with them as ancestors, which isolates
     what the finer levels do with a known coarse video (e.g. real data pooled to the level sizes).
     """
-    level_schedule = LevelSchedule() if level_schedule is None else level_schedule
+    level_schedule = SamplingSteps() if level_schedule is None else level_schedule
     overlap_sampler = OverlapSampler() if overlap_sampler is None else overlap_sampler
     batch = len(noise.generators)
     given = _check_given_levels(given_levels, pyramid, batch, channels)
@@ -197,7 +197,7 @@ def sample_videos(
     guidance_scale: float = 1.0,
     overlap: Optional[str] = None,
     cached: bool = True,
-    level_schedule: Optional[LevelSchedule] = None,
+    level_schedule: Optional[SamplingSteps] = None,
     tile_batch_size: int = 16,
     offload_cache: bool = False,
     batch_size: int = 8,
@@ -219,7 +219,7 @@ def sample_videos(
       overlap: 50%-overlap axes for levels >= 1 (Table 4), e.g. "fhw", "hw", ""; None takes the
         gin-configured ``OverlapSampler.overlap`` (default "fhw"; see gin/samplers/*_overlap.gin).
       cached: context caching (Sec. 4.5); False is the slower reference path.
-      level_schedule: steps/stepper per level (default: the gin-configured ``LevelSchedule``).
+      level_schedule: steps/stepper per level (default: the gin-configured ``SamplingSteps``).
       tile_batch_size / offload_cache: see ``OverlapSampler``.
       batch_size: videos generated together.
       given_levels: clean ``[N, C, *level_res]`` videos (in [-1, 1]) of levels ``0..k-1`` to condition

@@ -7,13 +7,13 @@ The backend is NCCL when CUDA is available and gloo otherwise, so both modes run
 
 Single node, 8 GPUs::
 
-    torchrun --nproc_per_node=8 -m hpdm.trainers.train --gin_file=gin/quickstart.gin \\
+    torchrun --nproc_per_node=8 -m hpdm.cli.train --gin_file=gin/quickstart.gin \\
         --gin_file=gin/mixins/fsdp.gin --workdir=runs/x
 
 Several nodes (run the same command on every node; torchrun's c10d rendezvous elects the ranks)::
 
     torchrun --nnodes=4 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_id=hpdm-x \\
-        --rdzv_endpoint=HOST_OF_NODE0:29500 -m hpdm.trainers.train ... --workdir=shared/runs/x
+        --rdzv_endpoint=HOST_OF_NODE0:29500 -m hpdm.cli.train ... --workdir=shared/runs/x
 
 The workdir must be on a file system every node sees: rank 0 writes the checkpoints, and every rank
 reads them back when resuming.

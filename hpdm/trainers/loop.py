@@ -50,7 +50,7 @@ from hpdm.trainers import run_record
 from hpdm.trainers.ema import EMA
 from hpdm.trainers.lamb import build_optimizer
 from hpdm.trainers.lock import WorkdirLock, WorkdirLockedError
-from hpdm.trainers.schedule import warmup_cosine
+from hpdm.trainers.lr_schedule import warmup_cosine
 from hpdm.trainers.stop import StopRequests, TrainingStopped, exit_status, signal_name
 
 _SALT_STEP = 0x5EED
@@ -168,22 +168,22 @@ def _record_sampler_config() -> None:
     """Call the gin-configured sampler parts once, so that their bindings enter the operative config.
 
     gin's operative config lists only configurables that have been called. Without this, a run's
-    sampler settings (``LevelSchedule``, ``OverlapSampler``) reach ``config.gin`` only if a preview
+    sampler settings (``SamplingSteps``, ``OverlapSampler``) reach ``config.gin`` only if a preview
     was sampled before it was written, and ``hpdm-sample`` on the run or its export silently fell
     back to the paper's defaults (128 / 64 / 32 steps whatever the config said).
     """
     try:
-        from hpdm.samplers import LevelSchedule, OverlapSampler
+        from hpdm.samplers import SamplingSteps, OverlapSampler
     except ImportError:  # the sampler is optional for training
         return
-    LevelSchedule()
+    SamplingSteps()
     OverlapSampler()
 
 
 # What newer versions record in config.gin that older runs' configs lack: whole sections (the sampler
 # settings, which _record_sampler_config adds, and the matmul precision) and trainer arguments whose
 # default keeps the older behaviour. A saved config that differs only by these is the same run.
-_LATER_SECTIONS = ("LevelSchedule", "OverlapSampler", "set_matmul_precision")
+_LATER_SECTIONS = ("SamplingSteps", "OverlapSampler", "set_matmul_precision")
 _LATER_LINES = ("Trainer.inject_signal = None", "Trainer.preview_overlap = None", "Trainer.preview_steps = None")
 
 
@@ -317,7 +317,7 @@ class Trainer:
         sample_every / num_samples / sample_fps: GIF previews of the EMA model (0: never). Every rank
             samples its share of the ``num_samples`` videos and rank 0 logs them (see ``sample``).
         preview_steps: per-level sampler steps of the previews (a shorter list repeats its last
-            entry; None: the run's ``LevelSchedule``, what ``hpdm-sample`` uses).
+            entry; None: the run's ``SamplingSteps``, what ``hpdm-sample`` uses).
         preview_overlap: tile overlap axes of the previews, e.g. ``''`` for none (None: the run's
             ``OverlapSampler.overlap``). gin/samplers/preview.gin binds both to cheap settings.
         max_consecutive_skips: stop after this many consecutive non-finite steps.
@@ -821,9 +821,9 @@ class Trainer:
             return {}
         options = {}
         if self.preview_steps is not None:
-            from hpdm.samplers import LevelSchedule
+            from hpdm.samplers import SamplingSteps
 
-            options["level_schedule"] = LevelSchedule(num_steps=self.preview_steps)
+            options["level_schedule"] = SamplingSteps(num_steps=self.preview_steps)
         if self.preview_overlap is not None:
             options["overlap"] = self.preview_overlap
         out = {}

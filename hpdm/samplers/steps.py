@@ -46,7 +46,7 @@ def _pick(values: Optional[Sequence], level: int, default):
 
 
 @gin.configurable
-class LevelSchedule:
+class SamplingSteps:
     """Steps, stepper and churn for every pyramid level.
 
     Args:
@@ -104,10 +104,10 @@ class LevelSchedule:
         return LevelSteps(stepper, steps, self.rho, churn, self.s_tmin, self.s_tmax, self.s_noise)
 
     def __repr__(self) -> str:
-        return f"LevelSchedule({[self.level(l) for l in range(3)]}...)"
+        return f"SamplingSteps({[self.level(l) for l in range(3)]}...)"
 
 
-def schedule_record(schedule: LevelSchedule, num_levels: int) -> list[dict]:
+def sampling_steps_record(schedule: SamplingSteps, num_levels: int) -> list[dict]:
     """Each level's ``LevelSteps`` as plain JSON values (non-finite floats as None), for result files."""
     def plain(value):
         return None if isinstance(value, float) and not math.isfinite(value) else value

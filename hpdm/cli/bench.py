@@ -172,7 +172,7 @@ def build_models(preset: Preset, device) -> dict:
 
 def measure_train(models: dict, preset: Preset, device, bf16: bool, budget_bytes: Optional[int]) -> dict:
     """Memory and FLOPs at batch 1, then throughput (largest batch under the budget on GPU)."""
-    from hpdm.trainers import bench_measure as bm
+    from hpdm.benchmarks import measure as bm
 
     results = {}
     batches = {}
@@ -219,7 +219,7 @@ def profile_steps(models: dict, preset: Preset, device, bf16: bool, top: int = 1
     """Top operators (self time) of one training step of each model: where the time goes."""
     from torch.profiler import ProfilerActivity, profile
 
-    from hpdm.trainers import bench_measure as bm
+    from hpdm.benchmarks import measure as bm
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
@@ -294,8 +294,8 @@ def benchmark(preset: Preset, device, dtype: str, parts, batch_search: bool, bud
     """Run the requested parts and return the JSON document."""
     import torch
 
-    from hpdm.trainers import bench_measure as bm
-    from hpdm.trainers import bench_parts as bp
+    from hpdm.benchmarks import measure as bm
+    from hpdm.benchmarks import parts as bp
 
     started = time.perf_counter()
     if device.type == "cuda":

@@ -14,12 +14,12 @@ projected on the change of the clean video:
 ``s = 0``: that part of the label is ignored. Where the noisy input already shows the attribute
 (low sigma) a good denoiser follows the input and ``s`` is small for every model; where it does
 not, ``s`` should approach the share of the attribute the label carries. Unlike the content probe
-(``hpdm.metrics.synthetic_content``), which reads a few sampled videos and moves in steps of one
+(``hpdm.diagnostics.synthetic_content``), which reads a few sampled videos and moves in steps of one
 video, this is a continuous figure with a standard error, cheap enough to follow during training.
 
 Usage::
 
-    python -m hpdm.metrics.label_sensitivity --model=pretrained/quickstart --num_videos=48
+    python -m hpdm.diagnostics.label_sensitivity --model=pretrained/quickstart --num_videos=48
 
 The real videos follow the source settings in the model's config; ``--gin_param`` overrides them
 (two models trained on different settings compare on the same videos).
@@ -148,7 +148,7 @@ def report(table: str, results: Sequence, output: str | None) -> None:
 
 
 def define_level0_flags(num_videos: int, num_videos_help: str) -> None:
-    """The absl flags shared by the level-0 (Sec. 4.1) CLIs (this one and ``hpdm.metrics.motion_retention``):
+    """The absl flags shared by the level-0 (Sec. 4.1) CLIs (this one and ``hpdm.diagnostics.motion_retention``):
     the model, the real synthetic videos (``num_videos`` of them by default), the noise levels and
     seed, the device, the JSON output and gin bindings over the model's config."""
     from absl import flags
@@ -170,7 +170,7 @@ def define_level0_flags(num_videos: int, num_videos_help: str) -> None:
 def main(argv) -> None:
     from absl import flags
 
-    from hpdm.metrics.synthetic_content import load_synthetic_model
+    from hpdm.diagnostics.synthetic_content import load_synthetic_model
     from hpdm.pyramid import level_video
 
     del argv

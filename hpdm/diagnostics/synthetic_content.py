@@ -25,7 +25,7 @@ eyeballed. The probe reads pixels only (no model):
 
 Usage::
 
-    python -m hpdm.metrics.synthetic_content --model=pretrained/quickstart --videos_per_class=2
+    python -m hpdm.diagnostics.synthetic_content --model=pretrained/quickstart --videos_per_class=2
 
 samples ``videos_per_class`` videos of every class with the tiled, cached sampler and prints the
 probe's report beside the same report on real synthetic videos of the same classes. With
@@ -306,7 +306,7 @@ def run() -> None:
     flags.DEFINE_integer("first_index", 1000, "first synthetic index searched for the real reference videos.")
     flags.DEFINE_string("device", None, "torch device (default: where the model was loaded).")
     flags.DEFINE_string("output", None, "also write the report as JSON here.")
-    flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. \"LevelSchedule.num_steps=[16, 8, 4]\".")
+    flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. \"SamplingSteps.num_steps=[16, 8, 4]\".")
     flags.DEFINE_integer(
         "real_levels", 0,
         "condition on the first k levels of the real reference videos instead of generating them "

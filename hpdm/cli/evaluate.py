@@ -45,7 +45,7 @@ Usage:
   hpdm-eval --detector=i3d_torchscript.pt --real_dir=real --fake_dir=samples \
       --patch_res=16,64,64 --overlap=fhw
 
-Also runnable as ``python -m hpdm.trainers.evaluate``.
+Also runnable as ``python -m hpdm.cli.evaluate``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ from absl import app, flags
 import hpdm
 from hpdm import gin_utils, metrics
 from hpdm.samplers.io import SAMPLING_RECORD
-from hpdm.samplers.schedule import schedule_record
+from hpdm.samplers.steps import sampling_steps_record
 from hpdm.trainers import run_record
 
 FLAGS = flags.FLAGS
@@ -107,7 +107,7 @@ flags.DEFINE_string("workdir", None, "Training run directory (or export) to samp
 flags.DEFINE_multi_string("gin_file", [], "Data config(s) providing the real videos.", **_SHARED)
 flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings for --gin_file.", **_SHARED)
 flags.DEFINE_multi_string(
-    "sampler_param", [], "Gin bindings for sampling in --workdir mode, e.g. 'LevelSchedule.num_steps=[64, 16, 4]'.",
+    "sampler_param", [], "Gin bindings for sampling in --workdir mode, e.g. 'SamplingSteps.num_steps=[64, 16, 4]'.",
     **_SHARED,
 )
 flags.DEFINE_integer("num_fake", 0, "Fake videos to evaluate (FVD@N); 0 = every video in --fake_dir.", **_SHARED)
@@ -552,10 +552,10 @@ class WorkdirSampler:
         import gin
 
         # Imported before the run's config is parsed: bindings of configurables not imported are
-        # skipped, and the run's LevelSchedule / OverlapSampler / TF32 settings must apply.
+        # skipped, and the run's SamplingSteps / OverlapSampler / TF32 settings must apply.
         from hpdm.core import load_pretrained
         from hpdm.core.pretrained import _weights_file
-        from hpdm.samplers import LevelSchedule
+        from hpdm.samplers import SamplingSteps
         from hpdm.trainers.distributed import set_matmul_precision
 
         self.workdir, self.use_ema, self.bindings = workdir, use_ema, list(bindings)
@@ -567,7 +567,7 @@ class WorkdirSampler:
             gin.parse_config(list(user_bindings), skip_unknown=False)
         self.precision = set_matmul_precision(self.device)
         self.model = model.to(self.device).eval()
-        self.schedule = LevelSchedule()  # built once: the recorded schedule is the one used
+        self.schedule = SamplingSteps()  # built once: the recorded schedule is the one used
         self.progress = metrics.ProgressLog("sampled", total)
 
     @property
@@ -601,7 +601,7 @@ class WorkdirSampler:
     def record(self) -> dict:
         """How it samples: per-level stepper, steps and churn, overlap, bindings, matmul precision."""
         return {
-            "levels": schedule_record(self.schedule, self.model.pyramid.num_levels), "overlap": self.overlap, "cached": True, "bindings": self.bindings,
+            "levels": sampling_steps_record(self.schedule, self.model.pyramid.num_levels), "overlap": self.overlap, "cached": True, "bindings": self.bindings,
             "matmul_precision": self.precision,
         }
 

@@ -3,7 +3,7 @@ r"""How much of a real video's motion a model's level-0 denoiser keeps (issue 8:
 Level 0 of the pyramid (paper Sec. 4.1) decides where the object is in each of its few frames; the
 finer levels follow it. For real synthetic videos (``hpdm.data.synthetic``: one object moving on a
 straight line) the level-0 video ``x0`` is noised, ``x = x0 + sigma * n``, and denoised under its
-true label; the content probe's reader (``hpdm.metrics.synthetic_content.read_video``) measures the
+true label; the content probe's reader (``hpdm.diagnostics.synthetic_content.read_video``) measures the
 object's ``travel`` (the distance its fitted straight track covers over the clip) in the prediction
 ``D(x, sigma)`` and in ``x0``. Reported per sigma is the median over videos of
 
@@ -19,7 +19,7 @@ prefers still objects, and its samples will too (the content probe reads their `
 
 Usage::
 
-    python -m hpdm.metrics.motion_retention --model=pretrained/quickstart --num_videos=36
+    python -m hpdm.diagnostics.motion_retention --model=pretrained/quickstart --num_videos=36
 
 The real videos follow the source settings in the model's config; ``--gin_param`` overrides them.
 """
@@ -32,8 +32,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from hpdm.metrics.label_sensitivity import DEFAULT_SIGMAS, Denoiser, define_level0_flags, level0_denoiser, report
-from hpdm.metrics.synthetic_content import read_video
+from hpdm.diagnostics.label_sensitivity import DEFAULT_SIGMAS, Denoiser, define_level0_flags, level0_denoiser, report
+from hpdm.diagnostics.synthetic_content import read_video
 from hpdm.samplers.hierarchical import to_uint8
 
 
@@ -209,7 +209,7 @@ def main(argv) -> None:
     from absl import app, flags
 
     from hpdm.data.synthetic import SyntheticVideos
-    from hpdm.metrics.synthetic_content import load_synthetic_model
+    from hpdm.diagnostics.synthetic_content import load_synthetic_model
     from hpdm.samplers.guidance import load_autoguidance
 
     del argv

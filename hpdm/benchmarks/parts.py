@@ -17,8 +17,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from hpdm.samplers import LevelSchedule, sample_videos, time_level_step
-from hpdm.trainers.bench_measure import sync
+from hpdm.benchmarks.sampling import time_level_step
+from hpdm.samplers import SamplingSteps, sample_videos
+from hpdm.benchmarks.measure import sync
 
 
 # ------------------------------------------------------------------ sampling
@@ -29,7 +30,7 @@ def measure_sampling(model, device: torch.device, overlap: str, tile_batch_size:
     common = dict(overlap=overlap, tile_batch_size=tile_batch_size, repeats=repeats, device=device)
     cached = time_level_step(model, cached=True, **common)
     uncached = time_level_step(model, cached=False, **common)
-    schedule = LevelSchedule(num_steps=list(steps))
+    schedule = SamplingSteps(num_steps=list(steps))
     sync(device)
     t0 = time.perf_counter()
     sample_videos(model, 1, seed=0, overlap=overlap, tile_batch_size=tile_batch_size, level_schedule=schedule,

@@ -14,12 +14,12 @@ Usage::
     hpdm-train --workdir=runs/mine
 
     # Data parallel on 8 GPUs (gin/mixins/ddp.gin or gin/mixins/fsdp.gin picks the strategy):
-    torchrun --nproc_per_node=8 -m hpdm.trainers.train --gin_file=gin/quickstart.gin \
+    torchrun --nproc_per_node=8 -m hpdm.cli.train --gin_file=gin/quickstart.gin \
         --gin_file=gin/mixins/fsdp.gin --workdir=runs/x
 
     # Several nodes: the same command on every node, torchrun's c10d rendezvous assigns ranks.
     torchrun --nnodes=4 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_id=hpdm-x \
-        --rdzv_endpoint=NODE0_HOST:29500 -m hpdm.trainers.train --gin_file=... --workdir=runs/x
+        --rdzv_endpoint=NODE0_HOST:29500 -m hpdm.cli.train --gin_file=... --workdir=runs/x
 
 Float32 matmuls and convolutions run as TF32 on CUDA (``set_matmul_precision.tf32 = False`` for
 exact float32); the log's first lines state the matmul precision.
@@ -65,7 +65,7 @@ def parse_config(gin_files, gin_params, workdir: str, trust_config: bool = False
     import hpdm.trainers.ema  # noqa: F401
     import hpdm.trainers.lamb  # noqa: F401
     import hpdm.trainers.loop  # noqa: F401
-    import hpdm.trainers.schedule  # noqa: F401
+    import hpdm.trainers.lr_schedule  # noqa: F401
     import hpdm.trainers.text  # noqa: F401
 
     for module in ("hpdm.core", "hpdm.data", "hpdm.samplers"):

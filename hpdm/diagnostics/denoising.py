@@ -7,7 +7,7 @@ The figure reported is ``E||D - x0||^2 / sigma^2`` per pixel: 1 means the noise 
 untouched (the identity denoiser), 0 a perfect denoiser. Finer levels are not run: the
 coarse-to-fine flow makes level ``l`` independent of them.
 
-    python -m hpdm.metrics.denoising --model=pretrained/quickstart
+    python -m hpdm.diagnostics.denoising --model=pretrained/quickstart
 
 prints the table for built-in synthetic videos 1000..1015 (the training distribution itself: the
 synthetic source has no held-out split, so this measures fit, not generalisation).

@@ -18,7 +18,7 @@ Usage::
 
     # Fewer steps, uncached reference path, any gin binding of the sampler or model.
     hpdm-sample --workdir=runs/quickstart --output_dir=out --num_videos=2 --seed=0 --nocache \
-        --gin_param="LevelSchedule.num_steps=[32, 8, 4]"
+        --gin_param="SamplingSteps.num_steps=[32, 8, 4]"
 
     # Export a self-contained model directory (operative config + EMA weights), then sample from it.
     hpdm-sample --workdir=runs/quickstart --export_dir=exports/quickstart
@@ -54,7 +54,7 @@ flags.DEFINE_string(
     "overlap", None, "axes with 50%% tile overlap: any subset of f, h, w ('' for none); default: the config's OverlapSampler.overlap (fhw)."
 )
 flags.DEFINE_bool("cache", True, "context caching (Sec. 4.5); --nocache runs every lower level at every step.")
-flags.DEFINE_multi_string("gin_param", [], "gin bindings (repeatable), e.g. \"LevelSchedule.base_steps=64\".")
+flags.DEFINE_multi_string("gin_param", [], "gin bindings (repeatable), e.g. \"SamplingSteps.base_steps=64\".")
 flags.DEFINE_integer("batch_size", 4, "videos generated together.")
 flags.DEFINE_integer("tile_batch_size", 16, "tiles per model call (bounds memory).")
 flags.DEFINE_bool("offload_cache", False, "keep cached tile contexts on the CPU between steps.")

@@ -5,13 +5,13 @@ label, and decides where the object is in each frame; the finer levels follow it
 that level only (the model from ``gin/quickstart.gin`` plus ``--gin_param`` bindings, from scratch or
 from ``--init_from``), on synthetic videos pooled to level 0 as the trainer does, and every
 ``--eval_every`` steps prints one JSON line: the median motion retention at sigma 1 and 2
-(``hpdm.metrics.motion_retention`` on the CLI's 36 videos and noise draws), the x0 squared error
+(``hpdm.diagnostics.motion_retention`` on the CLI's 36 videos and noise draws), the x0 squared error
 there, and the median travel and size ratio of level-0 samples for the same 36 labels (``sample_travel``,
 ``sample_size_ratio``; ``--sample_steps`` Heun steps; real videos 0.37 and 1.07). It is how ``hpdm.layers.LocalTokenMixing`` was chosen (pretrained/quickstart/README.md):
 two runs side by side, one thread each, compare architectures at equal steps::
 
-    python scripts/level0_ablation.py --gin_param="HPDM.token_mixing=None" --output=linear.jsonl &
-    python scripts/level0_ablation.py --output=mixing.jsonl &
+    python hpdm/diagnostics/level0_ablation.py --gin_param="HPDM.token_mixing=None" --output=linear.jsonl &
+    python hpdm/diagnostics/level0_ablation.py --output=mixing.jsonl &
 
 With ``--init_from`` it fine-tunes instead, e.g. the shipped model with and without a new part
 (``--init_from=pretrained/quickstart --gin_param="HPDM.block_mixing=(3, 3, 3)"``).
@@ -62,8 +62,8 @@ def v_space_loss(model, coords, x0, labels, sigma, noise):
 
 @torch.no_grad()
 def evaluate(model, coords, clean, labels, sample_steps: int = 0) -> dict:
-    from hpdm.metrics.label_sensitivity import level0_denoiser
-    from hpdm.metrics.motion_retention import measure, read_columns, sample_level0
+    from hpdm.diagnostics.label_sensitivity import level0_denoiser
+    from hpdm.diagnostics.motion_retention import measure, read_columns, sample_level0
 
     was_training = model.training
     model.eval()
@@ -94,7 +94,7 @@ def main(argv) -> None:
     from hpdm import gin_utils
     from hpdm.core import HPDM
     from hpdm.data.synthetic import SyntheticVideos
-    from hpdm.metrics.motion_retention import real_level0_videos
+    from hpdm.diagnostics.motion_retention import real_level0_videos
     from hpdm.trainers.checkpoint import load_matching, resolve_weights
     from safetensors.torch import load_file
 
