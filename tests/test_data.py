@@ -6,6 +6,7 @@ import importlib
 import os
 import pkgutil
 
+import cv2
 import gin
 import pytest
 import torch
@@ -14,7 +15,7 @@ import hpdm
 import hpdm.data as data
 from hpdm.data.base import ClipSpec
 from hpdm.data.index import INDEX_NAME
-from test_data_fixtures import CLASSES, make_image_tree, make_ucf101
+from data_fixtures import CLASSES, make_image_tree, make_ucf101, make_video_tree
 
 TARGET, PATCH = (8, 32, 32), (2, 8, 8)  # 3 levels: 2x8x8 -> 4x16x16 -> 8x32x32
 
@@ -269,3 +270,11 @@ def test_every_data_gin_file_parses(tmp_path):
             )
         finally:
             gin.clear_config()
+
+
+def test_fixture_videos_decode(tmp_path):
+    tree = make_video_tree(str(tmp_path))
+    for rel in tree["good"]:
+        cap = cv2.VideoCapture(str(tmp_path / rel))
+        assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+        cap.release()

@@ -14,9 +14,9 @@ import hpdm.data as data
 from hpdm.data.base import ClipSpec
 from hpdm.data.captions import read_captions
 from hpdm.data.index import INDEX_NAME, list_files
-from hpdm.data.skips import SkipReport
-from hpdm.data.video_io import VIDEO_EXTENSIONS
-from test_data_fixtures import write_video
+from hpdm.video.files import VIDEO_EXTENSIONS
+from hpdm.video.skips import SkipReport
+from data_fixtures import write_video
 
 SPEC = ClipSpec((8, 32, 32))
 

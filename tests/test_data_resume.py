@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import pytest
 import torch
 
 import hpdm.data as data
 from hpdm.data.nodes import shard_indices
-from test_data_fixtures import make_video_tree
+from data_fixtures import make_video_tree
 
 TARGET, PATCH = (4, 16, 16), (2, 8, 8)
 
@@ -134,6 +135,60 @@ def test_measure_throughput(num_workers):
         num_batches=3, warmup_batches=1, batch_size=2, target_res=TARGET, patch_res=PATCH, num_workers=num_workers
     )
     assert stats["hierarchies_per_s"] > 0 and stats["batch_size"] == 2 and stats["num_batches"] == 3
+
+
+def test_folder_throughput_per_worker(tmp_path):
+    paths = data.write_test_videos(str(tmp_path), count=3, frames=10, height=20, width=24, codec="MJPG")
+    assert len(paths) == 3 and all(p.endswith(".avi") for p in paths)
+    stats = data.measure_folder_throughput(
+        TARGET, PATCH, num_workers=2, batch_size=2, num_batches=2, warmup_batches=1, videos=3, frame_size=(20, 24)
+    )
+    assert stats["num_workers"] == 2 and stats["batch_size"] == 2
+    assert stats["hierarchies_per_s_per_worker"] == pytest.approx(stats["hierarchies_per_s"] / 2)
+    assert stats["videos"] == "3 x 8 frames 20x24 mp4v"
+    given = data.measure_folder_throughput(TARGET, PATCH, batch_size=2, num_batches=1, root=str(tmp_path / "videos"))
+    assert given["num_workers"] == 1 and given["videos"] == str(tmp_path / "videos")
+    with pytest.raises(ValueError, match="num_workers"):
+        data.measure_folder_throughput(TARGET, PATCH, num_workers=0)
+
+
+class _WatchedSource:
+    """Synthetic clips that record which thread loaded them and signal once ``signal_after`` have."""
+
+    def __init__(self, signal_after: int):
+        self.inner = data.SyntheticVideos(length=16)
+        self.num_classes, self.class_names, self.has_text = self.inner.num_classes, self.inner.class_names, False
+        self.threads, self.signal_after, self.enough = [], signal_after, threading.Event()
+
+    def prepare(self, spec):
+        self.inner.prepare(spec)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def load(self, index, spec, generator):
+        self.threads.append(threading.get_ident())
+        if len(self.threads) >= self.signal_after:
+            self.enough.set()
+        clip = self.inner.load(index, spec, generator)
+        clip.text = None
+        return clip
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_decoding_runs_off_the_trainers_thread(num_workers):
+    """The trainer's ``next()`` returns a batch while later clips are still being loaded, by other threads."""
+    source = _WatchedSource(signal_after=3)  # the one taken + the two prefetched
+    loader = data.build_train_loader(
+        batch_size=1, target_res=TARGET, patch_res=PATCH, source=source, num_workers=num_workers, prefetch=2
+    )
+    try:
+        next(loader)
+        # No further next(): the clips of the batches after the first load in the background.
+        assert source.enough.wait(timeout=60)
+        assert threading.get_ident() not in source.threads
+    finally:
+        loader.close()
 
 
 def _world_loaders(world: int, global_batch: int = 6):

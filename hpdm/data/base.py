@@ -58,7 +58,7 @@ class ClipSpec:
 
 @dataclass
 class Clip:
-    """One decoded clip: ``video`` is float32 ``[C, T, H, W]`` in ``[-1, 1]`` (DESIGN.md conventions)."""
+    """One decoded clip: ``video`` is float32 ``[C, T, H, W]`` in ``[-1, 1]`` (docs/design.md, "Video layout")."""
 
     video: torch.Tensor
     label: Optional[int] = None

@@ -19,7 +19,7 @@ import os
 import posixpath
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from hpdm.data.skips import SkipReport
+from hpdm.video.skips import SkipReport
 
 PATH_KEYS = ("path", "video", "file", "image")
 TEXT_KEYS = ("caption", "text")

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 from hpdm.data.base import ClipSpec, SkipSample, Source
-from hpdm.data.clips import to_uint8
 from hpdm.data.loader import dist_rank_world
 from hpdm.data.nodes import shard_indices
 from hpdm.data.seeding import generator
-from hpdm.data.skips import SkipReport
 from hpdm.data.synthetic import SyntheticVideos
+from hpdm.video.frames import to_uint8
+from hpdm.video.skips import SkipReport
 
 
 @gin.configurable

@@ -13,10 +13,10 @@ import gin
 import torch
 
 from hpdm.data.base import Clip, ClipSpec, SkipSample, Source
-from hpdm.data.clips import resize_crop, to_float
 from hpdm.data.indexed import IndexedSource, Item, class_folders, folder_items
-from hpdm.data.skips import SkipReport
-from hpdm.data.video_io import IMAGE_EXTENSIONS, UnreadableMedia, probe_image, read_image
+from hpdm.video.files import IMAGE_EXTENSIONS, UnreadableMedia, probe_image, read_image
+from hpdm.video.frames import resize_crop, to_float
+from hpdm.video.skips import SkipReport
 
 
 @gin.configurable

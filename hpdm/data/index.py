@@ -24,8 +24,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from absl import logging
 
-from hpdm.data.skips import SkipReport
-from hpdm.data.video_io import MediaInfo, UnreadableMedia
+from hpdm.video.files import MediaInfo, UnreadableMedia
+from hpdm.video.skips import SkipReport
 
 INDEX_NAME = ".hpdm_index.json"
 _VERSION = 1

@@ -14,12 +14,13 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from hpdm.data.base import Clip, ClipSpec, SkipSample
-from hpdm.data.clips import choose_start, resize_crop, to_float
+from hpdm.data.clips import choose_start
 from hpdm.data.captions import read_captions
 from hpdm.data.index import build_index, list_files
 from hpdm.data.seeding import randint
-from hpdm.data.skips import SkipReport
-from hpdm.data.video_io import VIDEO_EXTENSIONS, UnreadableMedia, probe_video, read_frames
+from hpdm.video.files import VIDEO_EXTENSIONS, UnreadableMedia, probe_video, read_frames
+from hpdm.video.frames import resize_crop, to_float
+from hpdm.video.skips import SkipReport
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 """The training loader: source -> (epoch, index) -> hierarchies in parallel -> batches -> prefetch.
 
-Built on ``torchdata.nodes`` (DESIGN.md), whose nodes come through ``hpdm.data.nodes``, the one
+Built on ``torchdata.nodes`` (docs/design.md, "Data"), whose nodes come through ``hpdm.data.nodes``, the one
 module that imports torchdata: ``EpochSampler -> ParallelMapper(MakeHierarchy) -> DropSkipped ->
 Batcher -> collate -> Prefetcher``, wrapped in a ``Loader``. Workers are threads by default (OpenCV
 and torch release the GIL) or processes; either way they receive objects already configured by gin
-in the parent. The loader never ends: epochs follow one another and the epoch
-counter lives in the state, so the trainer only calls ``next()``.
+in the parent. Decoding never runs on the trainer's thread: the workers decode, or with no workers
+the prefetch thread does (only ``num_workers=0, prefetch=0`` decodes inside ``next()``). The loader
+never ends: epochs follow one another and the epoch counter lives in the state, so the trainer only
+calls ``next()``.
 
 A run resumed on another number of ranks cannot load its per-rank states (each names its rank and
 world size); ``TrainLoader.continue_from`` takes all of them and continues the global sample order
@@ -186,7 +188,8 @@ def build_train_loader(
       patch_res: patch size ``(t, h, w)``; with ``target_res`` it fixes the pyramid.
       source: a data source (``hpdm.data.base.Source``); default ``SyntheticVideos()``.
       seed: sampling seed: epoch permutations and per-sample draws derive from (seed, epoch, index).
-      num_workers: parallel decoding workers (0: decode in the prefetch thread).
+      num_workers: parallel decoding workers (0: decode in the prefetch thread, or in the caller's
+        thread when ``prefetch`` is 0 too).
       worker_method: "thread" or "process".
       prefetch: batches prepared ahead (0 disables the prefetch thread).
       frame_stride, fps, random_offset, random_crop: clip cutting, see ``ClipSpec``.

@@ -222,7 +222,7 @@ class DropSkipped(BaseNode):
 
 
 def collate(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Stack samples into the model's batch layout (DESIGN.md): ``x [B, L+1, C, t, h, w]``, ``coords [B, L+1, 6]``.
+    """Stack samples into the model's batch layout (docs/design.md, "Batch layout"): ``x [B, L+1, C, t, h, w]``, ``coords [B, L+1, 6]``.
 
     ``label`` (LongTensor[B]) is present when the source has classes, ``text`` (list[str]) when it
     has captions; ``index`` (LongTensor[B]) names the source items, for debugging and tests.

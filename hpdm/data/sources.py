@@ -10,8 +10,8 @@ import gin
 from hpdm.data.captions import read_captions
 from hpdm.data.index import list_files
 from hpdm.data.indexed import IndexedSource, Item, class_folders, folder_items
-from hpdm.data.skips import SkipReport
-from hpdm.data.video_io import VIDEO_EXTENSIONS
+from hpdm.video.files import VIDEO_EXTENSIONS
+from hpdm.video.skips import SkipReport
 
 
 @gin.configurable

@@ -1,8 +1,8 @@
-"""TensorBoard logging: scalars, the operative config as text, and videos as animated GIFs.
+"""TensorBoard logging: scalars, the run's gin config as text, and videos as animated GIFs.
 
 ``SummaryWriter.add_video`` silently logs nothing without moviepy (and breaks on moviepy 2), so
-videos are encoded here as animated GIF with OpenCV (``cv2.imencodeanimation``, OpenCV >= 4.12) and
-written as ordinary image summaries: TensorBoard's image dashboard plays GIFs.
+videos are encoded as animated GIF with OpenCV (``hpdm.video.files.encode_gif``, OpenCV >= 4.12)
+and written as ordinary image summaries: TensorBoard's image dashboard plays GIFs.
 """
 
 from __future__ import annotations
@@ -12,27 +12,7 @@ import torch
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
-
-def encode_gif(video: np.ndarray, fps: float = 8.0) -> bytes:
-    """uint8 ``[T, H, W, C]`` RGB (C = 1 or 3) -> animated GIF bytes via OpenCV."""
-    import cv2
-
-    video = np.asarray(video)
-    if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] not in (1, 3):
-        raise ValueError(f"encode_gif expects uint8 [T, H, W, 1|3], got {video.dtype} {video.shape}")
-    if not hasattr(cv2, "imencodeanimation"):
-        raise RuntimeError("GIF summaries need OpenCV >= 4.12 (cv2.imencodeanimation)")
-    anim = cv2.Animation()
-    if video.shape[-1] == 1:
-        video = np.repeat(video, 3, axis=-1)
-    # OpenCV images are BGR.
-    anim.frames = [np.ascontiguousarray(f[..., ::-1]) for f in video]
-    anim.durations = [max(1, int(round(1000.0 / fps)))] * len(video)
-    anim.loop_count = 0
-    ok, buf = cv2.imencodeanimation(".gif", anim)
-    if not ok:
-        raise RuntimeError("OpenCV failed to encode the GIF")
-    return bytes(np.asarray(buf).tobytes())
+from hpdm.video.files import encode_gif
 
 
 def gif_summary(tag: str, video: np.ndarray, fps: float = 8.0) -> Summary:
