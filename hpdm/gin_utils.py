@@ -90,7 +90,7 @@ def parse(files: Sequence[str] = (), bindings: Sequence[str] = (), skip_unknown:
 def parse_text(
     text: str, skip_unknown: bool = False, source: str = "config text", trust: Optional[bool] = None
 ) -> None:
-    """Parse a saved (operative) config text, vetted first (``vet_config``); ``source`` names it in errors."""
+    """Parse a saved config text, vetted first (``vet_config``); ``source`` names it in errors."""
     text = vet_config(text, source, trust)
     add_search_paths()
     gin.parse_config(text, skip_unknown=skip_unknown)
@@ -121,11 +121,17 @@ RENAMED = (
 )
 
 
+# Bindings a saved config may still hold of parameters that no longer exist: the trainer's old
+# fault-injection arguments, which only tests set (they now live in the tests).
+REMOVED = re.compile(r"^Trainer\.(inject_nan_at_steps|step_delay|inject_signal)\s*=.*\n?", re.MULTILINE)
+
+
 def upgrade_config_text(text: str) -> str:
-    """``text`` with every renamed configurable or module (``RENAMED``) under its current name."""
+    """``text`` with every renamed configurable or module (``RENAMED``) under its current name and
+    the bindings of removed parameters (``REMOVED``) left out."""
     for pattern, new in RENAMED:
         text = pattern.sub(new, text)
-    return text
+    return REMOVED.sub("", text)
 
 
 # --------------------------------------------------------------------------- isolated gin state

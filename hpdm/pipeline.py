@@ -9,13 +9,13 @@
 ``from_pretrained`` takes an export directory (``config.gin`` + ``model.safetensors``), a training
 workdir (the newest readable checkpoint, EMA weights by default) or a Hugging Face Hub repo id
 (``pip install "hpdm[hub]"``; with ``HF_HUB_OFFLINE=1`` only the local Hub cache is read). Loading
-goes through ``hpdm.core.load_pretrained``, so it replaces the process's gin config and refuses a
-saved config that imports code from outside hpdm unless ``trust_config=True``.
+goes through ``hpdm.core.load_pretrained``, so it leaves the process's gin config as it was and
+refuses a saved config that imports code from outside hpdm unless ``trust_config=True``.
 
 The sampler settings saved with the model (``SamplingSteps``, ``OverlapSampler`` bindings in its
-``config.gin``) are read once, at load, and kept by the pipeline: they are its call's defaults, and
-loading another model (which replaces the gin config) does not change them. ``hpdm-sample`` is a
-command line around this object.
+``config.gin``) are read once, at load, from the config ``load_pretrained`` returns, and kept by the
+pipeline: they are its call's defaults, whatever gin holds later. ``hpdm-sample`` is a command line
+around this object.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 
 from hpdm import __version__, gin_utils
 from hpdm.core import HPDM, load_pretrained
-from hpdm.core.pretrained import EXPORT_WEIGHTS
+from hpdm.core.checkpoints import EXPORT_WEIGHTS
 from hpdm.progress import ProgressBar, RateEstimate, is_terminal
 from hpdm.pyramid.tiles import TilePlan
 from hpdm.samplers import SamplingSteps, OverlapSampler, sample_videos, sampling_steps_record
@@ -54,7 +54,7 @@ def default_device(device=None) -> torch.device:
 
 
 def register_configurables() -> None:
-    """Import what an operative config may bind, so that its bindings are applied (not skipped)."""
+    """Import what a saved config may bind, so that its bindings are applied (not skipped)."""
     import hpdm.samplers  # noqa: F401  (SamplingSteps, OverlapSampler)
     import hpdm.trainers.distributed  # noqa: F401  (set_matmul_precision: the run's TF32 switch)
 
@@ -86,47 +86,19 @@ def resolve_model_dir(path_or_repo_id: str, revision: Optional[str] = None) -> s
         ) from err
 
 
-def _checkpoint_levels(path: str, use_ema: bool) -> Optional[int]:
-    """Pyramid levels stored in the checkpoint (rows of the per-level ``latents``), or None."""
-    from safetensors import safe_open
-
-    from hpdm.core.pretrained import _weights_file
-
-    try:
-        with safe_open(_weights_file(path, use_ema), framework="pt") as f:
-            if "latents" in f.keys():
-                return int(f.get_slice("latents").get_shape()[0])
-    except Exception:  # noqa: BLE001 - only used to explain another error
-        return None
-    return None
-
-
-def load_model(path: str, use_ema: bool = True, bindings: Sequence[str] = (), trust_config: Optional[bool] = None) -> HPDM:
-    """``hpdm.core.load_pretrained`` with a clear error when the checkpoint lacks pyramid levels,
-    and the caller's own ``bindings`` parsed strictly (a typo fails here, not silently)."""
+def load_model(
+    path: str, use_ema: bool = True, bindings: Sequence[str] = (), trust_config: Optional[bool] = None
+) -> tuple[HPDM, gin_utils.SavedConfig]:
+    """``hpdm.core.load_pretrained`` of ``path`` with what its config may bind imported first, and the
+    caller's own ``bindings`` checked strictly (a typo fails here, not silently)."""
     register_configurables()
-    try:
-        model = load_pretrained(path, use_ema=use_ema, bindings=list(bindings), trust_config=trust_config)
-    except ValueError as err:
-        have = _checkpoint_levels(path, use_ema)
-        with torch.device("meta"):  # architecture only: no memory for the weights
-            try:
-                need = HPDM()
-            except Exception:  # noqa: BLE001 - fall back to the loader's own message
-                raise err from None
-        if have is not None and have < need.num_levels:
-            raise ValueError(
-                f"the checkpoint in {path} has {have} pyramid level(s), but the model config needs "
-                f"{need.num_levels} (levels {need.pyramid.resolutions} for target {need.pyramid.target_res}); "
-                "it cannot generate the missing levels. Sample at the resolution it was trained for "
-                "(check bindings such as --gin_param of target_res / patch_res)."
-            ) from err
-        raise
+    model, config = load_pretrained(path, use_ema=use_ema, bindings=list(bindings), trust_config=trust_config)
     if bindings:
         # load_pretrained skips unknown bindings (the saved config names trainer parts); the
         # caller's own must not be skipped silently.
-        gin.parse_config(list(bindings), skip_unknown=False)
-    return model
+        with config.active():
+            gin.parse_config(list(bindings), skip_unknown=False)
+    return model, config
 
 
 def check_text_model(model) -> None:
@@ -171,10 +143,11 @@ class SamplerDefaults:
     guidance_scale: float = 1.0  # no gin setting: classifier-free guidance is off unless asked for
 
     @classmethod
-    def from_gin(cls) -> "SamplerDefaults":
-        """Read from the gin config in force (right after loading the model)."""
-        sampler = OverlapSampler()
-        return cls(SamplingSteps(), sampler.overlap, sampler.tile_batch_size, sampler.offload_cache)
+    def from_config(cls, config: gin_utils.SavedConfig) -> "SamplerDefaults":
+        """The settings bound in a model's config (``load_pretrained``'s), defaults where it binds none."""
+        with config.active():
+            sampler = OverlapSampler()
+            return cls(SamplingSteps(), sampler.overlap, sampler.tile_batch_size, sampler.offload_cache)
 
     def schedule(self, num_steps: Optional[Sequence[int]], num_levels: int) -> SamplingSteps:
         """The saved schedule, with ``num_steps`` (one count per level) in place of its step counts."""
@@ -253,7 +226,7 @@ class HPDMPipeline:
         self.device = default_device(device)
         self.model = model.to(self.device).eval()
         self.defaults = defaults
-        self.config = config  # the operative config.gin text, written back by save_pretrained
+        self.config = config  # the run's config.gin text, written back by save_pretrained
         self._text_bindings = text_bindings
         self._text_encoder = None
 
@@ -281,14 +254,16 @@ class HPDMPipeline:
         from hpdm.trainers.distributed import set_matmul_precision
 
         path = resolve_model_dir(path_or_repo_id, revision)
-        model = load_model(path, use_ema, bindings, trust_config)
+        model, config = load_model(path, use_ema, bindings, trust_config)
         device = default_device(device)
-        set_matmul_precision(device)  # the run's config may turn TF32 off (process-wide)
+        config.call(set_matmul_precision, device)  # the run's config may turn TF32 off (process-wide)
+        # The export is written from the file as saved (load_pretrained's text has its includes
+        # pinned to this machine's gin tree).
         with open(os.path.join(path, gin_utils.OPERATIVE_CONFIG), encoding="utf-8") as f:
-            config = f.read()
+            text = f.read()
         if bindings:
-            config += "\n# Bindings given when the model was loaded:\n" + "\n".join(bindings) + "\n"
-        return cls(model, SamplerDefaults.from_gin(), device, _text_bindings(model), config)
+            text += "\n# Bindings given when the model was loaded:\n" + "\n".join(bindings) + "\n"
+        return cls(model, SamplerDefaults.from_config(config), device, _text_bindings(model, config), text)
 
     def to(self, device) -> "HPDMPipeline":
         """Move the model (and later sampling) to ``device``; returns the pipeline."""
@@ -416,14 +391,15 @@ class HPDMPipeline:
         return model_card(self.model, self.defaults, self._text_bindings)
 
 
-def _text_bindings(model) -> Optional[dict]:
-    """The config's ``TextEncoder`` bindings for a text model (kept: a later load replaces gin's)."""
+def _text_bindings(model, config: gin_utils.SavedConfig) -> Optional[dict]:
+    """The ``TextEncoder`` bindings of a text model's config (the encoder is built on first use)."""
     if int(getattr(model, "text_dim", 0)) <= 0:
         return None
-    try:
-        return gin.get_bindings("TextEncoder")
-    except ValueError:  # TextEncoder not registered: prompts will say what is missing
-        return {}
+    with config.active():
+        try:
+            return gin.get_bindings("TextEncoder")
+        except ValueError:  # TextEncoder not registered: prompts will say what is missing
+            return {}
 
 
 def _write_text(path: str, text: str) -> None:
@@ -478,7 +454,7 @@ def model_card(model: HPDM, defaults: SamplerDefaults, text_bindings: Optional[d
             "# HPDM video model",
             "",
             "A Hierarchical Patch Diffusion Model (Skorokhodov et al., CVPR 2024), exported by "
-            f"hpdm {__version__}: `{gin_utils.OPERATIVE_CONFIG}` (the operative gin config) and "
+            f"hpdm {__version__}: `{gin_utils.OPERATIVE_CONFIG}` (the gin config) and "
             f"`{EXPORT_WEIGHTS}` (the weights).",
             "",
             "| | |",

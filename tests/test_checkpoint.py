@@ -1,16 +1,18 @@
-"""Checkpoint layout, atomicity, checksums, retention, fallback, architecture checks, fine-tuning loads."""
+"""Checkpoint layout, atomicity, checksums, retention, fallback, the weights resolver, architecture checks,
+fine-tuning loads."""
 
 import copy
 import json
 import os
-import struct
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from hpdm.core import checkpoints as layout
 from hpdm.trainers import checkpoint as ckpt
+from train_helpers import flip_bit_in_payload
 
 
 def _model(width=4, extra=False):
@@ -64,17 +66,6 @@ def test_corrupt_newest_falls_back(tmp_path, victim, caplog):
     assert found[1][2]["step"] == 1
 
 
-def flip_bit_in_payload(path):
-    """Flip one bit in the middle of a file's payload: a safetensors file's tensor bytes (past its
-    JSON header, so the file still parses), or the middle of state.pt."""
-    with open(path, "r+b") as f:
-        raw = f.read()
-        start = 8 + struct.unpack("<Q", raw[:8])[0] if path.endswith(".safetensors") else 0
-        offset = (start + len(raw)) // 2
-        f.seek(offset)
-        f.write(bytes([raw[offset] ^ 0x01]))
-
-
 @pytest.mark.parametrize("victim", ["model.safetensors", "ema.safetensors", "state.pt"])
 def test_flipped_bit_is_detected_and_the_older_checkpoint_used(tmp_path, victim):
     from safetensors.torch import load_file
@@ -107,7 +98,7 @@ def test_retention_counts_only_verified_checkpoints(tmp_path, monkeypatch):
     m = _model()
     damaged = _save(str(tmp_path), 3, m)
     flip_bit_in_payload(os.path.join(damaged, "model.safetensors"))
-    monkeypatch.setattr(ckpt, "_VERIFIED", {})  # as in the next process: nothing verified yet
+    monkeypatch.setattr(layout, "_VERIFIED", {})  # as in the next process: nothing verified yet
     _save(str(tmp_path), 2, m, keep=1)
     assert [s for s, _ in ckpt.list_checkpoints(str(tmp_path))] == [3, 2]
     assert ckpt.load_latest(str(tmp_path))[0].endswith("step_00000002")
@@ -184,6 +175,44 @@ def test_resolve_weights_takes_an_export_directory(tmp_path):
     (tmp_path / "config.gin").unlink()
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint found"):
         ckpt.resolve_weights(str(tmp_path))  # without config.gin it is no export
+
+
+def test_resolve_weights_of_a_workdir_is_the_newest_intact_checkpoint(tmp_path, caplog):
+    workdir = str(tmp_path)
+    _save(workdir, 1, _model())
+    newest = _save(workdir, 2, _model())
+    assert layout.resolve_weights(workdir) == os.path.join(newest, layout.EMA_FILE)
+    assert layout.resolve_weights(workdir, use_ema=False) == os.path.join(newest, layout.MODEL_FILE)
+    assert layout.resolve_weights(newest, use_ema=False) == os.path.join(newest, layout.MODEL_FILE)  # a step dir
+    flip_bit_in_payload(os.path.join(newest, layout.EMA_FILE))
+    older = layout.step_dir(workdir, 1)
+    assert layout.resolve_weights(workdir) == os.path.join(older, layout.EMA_FILE)
+    assert "ema.safetensors does not match its sha256" in caplog.text
+    assert ckpt.resolve_weights(workdir, ema=True) == os.path.join(older, layout.EMA_FILE)  # the trainer's keyword
+    os.remove(os.path.join(older, "manifest.json"))  # an unverifiable checkpoint is read in full instead
+    with open(os.path.join(older, layout.EMA_FILE), "r+b") as f:
+        f.truncate(10)
+    with pytest.raises(layout.NoCheckpointError, match="no checkpoint found") as err:
+        layout.resolve_weights(workdir)
+    assert isinstance(err.value, FileNotFoundError)
+
+
+def test_steps_past_eight_digits_are_listed_in_step_order(tmp_path):
+    for step in (2, 123_456_789):
+        _save(str(tmp_path), step, _model())
+    assert layout.step_dir(str(tmp_path), 123_456_789).endswith("step_123456789")
+    assert [s for s, _ in layout.list_checkpoints(str(tmp_path))] == [123_456_789, 2]
+
+
+def test_strict_load_lists_every_difference_in_one_report():
+    small, big = _model(width=4), _model(width=5, extra=True)
+    with pytest.raises(layout.ArchitectureMismatch) as e:
+        layout.load_state_strict(small, big.state_dict(), "export/model.safetensors")
+    text = str(e.value)
+    assert isinstance(e.value, ValueError) and isinstance(e.value, layout.CheckpointError)
+    assert text.startswith("export/model.safetensors does not match the model's architecture:")
+    assert "0.weight: checkpoint (5, 3) vs model (4, 3)" in text and "not in the model (2): 2.weight, 2.bias" in text
+    layout.load_state_strict(big, big.state_dict(), "same")  # an exact fit loads
 
 
 def _two_heads(seed=0):

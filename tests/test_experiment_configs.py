@@ -47,7 +47,7 @@ def _forward(model: HPDM) -> torch.Tensor:
         cond["label"] = torch.tensor([0])
     if model.text_dim:
         cond["text"] = torch.randn(1, 2, model.text_dim)
-    return model(x, coords, torch.ones(1, n), cond or None)
+    return model(x, torch.ones(1, n), coords, cond=cond or None)
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)

@@ -54,12 +54,12 @@ def test_without_it_the_model_is_unchanged_and_with_it_levels_still_flow_coarse_
     grouped.load_state_dict(base.state_dict())  # no new tensors
     x, coords, sigma = hierarchy_batch(base)
     with torch.no_grad():
-        a, b = base(x, coords, sigma), grouped(x, coords, sigma)
+        a, b = base(x, sigma, coords), grouped(x, sigma, coords)
     assert not torch.allclose(a, b)
     x2 = x.clone()
     x2[:, 2] += 0.5
     with torch.no_grad():
-        c = grouped(x2, coords, sigma)
+        c = grouped(x2, sigma, coords)
     torch.testing.assert_close(c[:, :2], b[:, :2], rtol=0, atol=0)
 
 

@@ -50,25 +50,25 @@ def test_coarse_to_fine_flow_is_exact(variant):
     x, coords, sigma = hierarchy_batch(model)
     cond = _cond(model, 2)
     with torch.no_grad():
-        base = model(x, coords, sigma, cond)
+        base = model(x, sigma, coords, cond=cond)
     for j in range(1, model.num_levels):
         x2, s2 = x.clone(), sigma.clone()
         x2[:, j:] += 0.3
         s2[:, j:] *= 2.0
         c2 = _other_coords(model, coords, j, seed=j)
         with torch.no_grad():
-            out = model(x2, c2, s2, cond)
+            out = model(x2, s2, c2, cond=cond)
         assert torch.equal(out[:, :j], base[:, :j]), f"levels below {j} changed"
         assert not torch.equal(out[:, j:], base[:, j:])
         # Gradients of the lower levels' outputs w.r.t. level j's input are exactly zero.
         xg = x.clone().requires_grad_(True)
-        model(xg, coords, sigma, cond)[:, :j].sum().backward()
+        model(xg, sigma, coords, cond=cond)[:, :j].sum().backward()
         assert torch.count_nonzero(xg.grad[:, j:]) == 0
         assert torch.count_nonzero(xg.grad[:, :j]) > 0
     # Running the first n levels alone gives the same outputs as running all of them.
     for n in range(1, model.num_levels):
         with torch.no_grad():
-            part = model(x[:, :n], coords[:, :n], sigma[:, :n], cond)
+            part = model(x[:, :n], sigma[:, :n], coords[:, :n], cond=cond)
         torch.testing.assert_close(part, base[:, :n], rtol=0, atol=1e-10)
 
 
@@ -76,10 +76,10 @@ def test_higher_levels_depend_on_context():
     model = tiny_model()
     x, coords, sigma = hierarchy_batch(model)
     with torch.no_grad():
-        base = model(x, coords, sigma)
+        base = model(x, sigma, coords)
         x2 = x.clone()
         x2[:, 0] += 0.3
-        out = model(x2, coords, sigma)
+        out = model(x2, sigma, coords)
     assert not torch.equal(out[:, 2], base[:, 2]), "level 2 ignores its context"
 
 
@@ -89,7 +89,7 @@ def test_adaptive_computation_counts(loads, expected):
     x, coords, sigma = hierarchy_batch(model)
     model.level_block_evaluations = 0
     with torch.no_grad():
-        model(x, coords, sigma)
+        model(x, sigma, coords)
     assert model.level_block_evaluations == expected
 
 
@@ -103,13 +103,13 @@ def test_cached_level_equals_full_forward(variant):
     x, coords, sigma = hierarchy_batch(model)
     cond = _cond(model, 2)
     with torch.no_grad():
-        full = model(x, coords, sigma, cond)
+        full = model(x, sigma, coords, cond=cond)
         for level in range(model.num_levels):
             cache = None
             if level:
-                cache = model.context_cache(x[:, :level], coords[:, :level], sigma[:, :level], coords[:, level], cond)
+                cache = model.context_cache(x[:, :level], sigma[:, :level], coords[:, :level], coords=coords[:, level], cond=cond)
             model.level_block_evaluations = 0
-            out = model.denoise_level(x[:, level], sigma[:, level], coords[:, level], level, cache, cond)
+            out = model.denoise_level(x[:, level], sigma[:, level], coords[:, level], level=level, cache=cache, cond=cond)
             torch.testing.assert_close(out, full[:, level], rtol=0, atol=1e-10)
             assert model.level_block_evaluations == len(model.scheduler.blocks_for_level(level))
 
@@ -118,23 +118,25 @@ def test_bad_inputs_raise_named_errors():
     model = tiny_model(num_classes=3)
     x, coords, sigma = hierarchy_batch(model)
     with pytest.raises(ValueError, match="levels"):
-        model(torch.cat([x, x[:, :1]], 1), torch.cat([coords, coords[:, :1]], 1), torch.cat([sigma, sigma[:, :1]], 1))
+        model(torch.cat([x, x[:, :1]], 1), torch.cat([sigma, sigma[:, :1]], 1), torch.cat([coords, coords[:, :1]], 1))
     with pytest.raises(ValueError, match="patches must be"):
-        model(x[..., :4], coords, sigma)
+        model(x[..., :4], sigma, coords)
     with pytest.raises(ValueError, match="coords must be"):
-        model(x, coords[:, :2], sigma)
+        model(x, sigma, coords[:, :2])
     bad = coords.clone()
     bad[0, 1, 3] = 0.9
     with pytest.raises(ValueError, match="outside the video"):
-        model(x, bad, sigma)
+        model(x, sigma, bad)
     with pytest.raises(ValueError, match="sigma must be positive"):
-        model(x, coords, -sigma)
+        model(x, -sigma, coords)
     with pytest.raises(ValueError, match="unknown class id 7"):
-        model(x, coords, sigma, {"label": torch.tensor([0, 7])})
+        model(x, sigma, coords, cond={"label": torch.tensor([0, 7])})
     with pytest.raises(ValueError, match="unknown cond keys"):
-        model(x, coords, sigma, {"labels": torch.tensor([0, 1])})
+        model(x, sigma, coords, cond={"labels": torch.tensor([0, 1])})
     with pytest.raises(ValueError, match="text_dim=0"):
-        model(x, coords, sigma, {"text": torch.zeros(2, 3, 4)})
+        model(x, sigma, coords, cond={"text": torch.zeros(2, 3, 4)})
+    with pytest.raises(ValueError, match=r"swapped: HPDM's entry points take \(x, sigma, coords\)"):
+        model(x, coords, sigma)  # the order of old callers
     with pytest.raises(ValueError, match="never runs level 2"):
         tiny_model(num_levels_per_block=[1, 1, 2, 2, 2, 2])
     with pytest.raises(ValueError, match="not a power of two"):

@@ -115,17 +115,14 @@ def test_workdir_newest_checkpoint_and_hpdm_sample_use_the_same_videos(tmp_path)
             assert torch.equal(pipe.model.state_dict()[name], tensor), name
     videos = pipe(num_videos=2, seed=3, **FEW)  # labels drawn from the seed, one per video
 
-    from absl import flags
-
+    from binaries import binary_flags
     from hpdm.cli import sample
 
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["hpdm-sample", f"--workdir={workdir}", f"--output_dir={tmp_path}/out", "--num_videos=2", "--seed=3",
-                 "--nouse_ema", "--batch_size=2", "--overlap=", "--gin_param=SamplingSteps.num_steps=[1, 1, 1]"])
-    try:
+    with binary_flags(sample.define_flags, [
+        "hpdm-sample", f"--workdir={workdir}", f"--output_dir={tmp_path}/out", "--num_videos=2", "--seed=3",
+        "--nouse_ema", "--batch_size=2", "--overlap=", "--gin_param=SamplingSteps.num_steps=[1, 1, 1]",
+    ]):
         sample.main([])
-    finally:
-        flags.FLAGS.unparse_flags()
     for i in range(2):
         np.testing.assert_array_equal(np.load(tmp_path / "out" / f"video_{i:04d}.npy"), videos[i].numpy())
 

@@ -1,7 +1,10 @@
-"""The shipped quickstart checkpoint: it loads, and cached sampling equals uncached with fewer blocks."""
+"""The shipped quickstart checkpoint: it loads (its config uses names since renamed) without touching the
+caller's gin config, and cached sampling equals uncached with fewer blocks."""
 
 import os
 
+import gin
+import pytest
 import torch
 
 from hpdm.core import load_pretrained
@@ -12,7 +15,7 @@ PRETRAINED = os.path.join(ROOT, "pretrained", "quickstart")
 
 
 def test_trained_quickstart_cached_equals_uncached():
-    model = load_pretrained(PRETRAINED)
+    model, _ = load_pretrained(PRETRAINED)
     schedule = SamplingSteps(num_steps=[4, 2, 2])
     counts, videos = {}, {}
     for cached in (True, False):
@@ -37,10 +40,38 @@ def test_fusers_of_blocks_that_fuse_nothing_are_dropped_with_a_note(caplog):
     assert stale, "the shipped checkpoint no longer holds block 0's fuser: this test has nothing to check"
     # absl's logger: flag parsing elsewhere in the session sets its own level (WARNING by default).
     with caplog.at_level(logging.INFO, logger="absl"):
-        model = load_pretrained(PRETRAINED)
+        model, _ = load_pretrained(PRETRAINED)
     assert "dropped 4 tensors of the context fusers of blocks [0]" in caplog.text
     assert "0" not in model.fusers and set(model.fusers) == {"1", "2", "3"}
     assert set(model.state_dict()) == set(state) - set(stale)
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             assert torch.equal(tensor, state[name]), name
+
+
+def test_a_config_with_renamed_names_loads():
+    """The shipped config.gin was written before ``LevelSchedule`` became ``SamplingSteps`` and
+    ``hpdm.trainers.schedule`` became ``hpdm.trainers.lr_schedule``: it loads under the new names."""
+    with open(os.path.join(PRETRAINED, "config.gin"), encoding="utf-8") as f:
+        written = f.read()
+    assert "LevelSchedule.num_steps" in written and "import hpdm.trainers.schedule" in written
+    model, config = load_pretrained(PRETRAINED)
+    assert "LevelSchedule." not in config.text and "hpdm.trainers.lr_schedule" in config.text
+    assert config.call(SamplingSteps).num_steps == [128, 16, 8]
+    assert config.query("SamplingSteps.base_steps") == 128
+    assert model.num_levels == 3
+
+
+def test_loading_leaves_the_callers_gin_config_alone():
+    gin.parse_config(["SamplingSteps.num_steps = [7, 5, 3]", "HPDM.channels = 5"])
+    before = gin.config_str()
+    model, config = load_pretrained(PRETRAINED, bindings=["SamplingSteps.base_steps = 64"])
+    assert gin.config_str() == before  # the caller's bindings are all there, and nothing of the run
+    assert gin.query_parameter("SamplingSteps.num_steps") == [7, 5, 3]
+    assert SamplingSteps().num_steps == [7, 5, 3] and SamplingSteps().base_steps == 128
+    for leaked in ("HPDM.target_res", "NoiseSchedule.p_mean", "SamplingSteps.s_churn"):
+        with pytest.raises(ValueError):
+            gin.query_parameter(leaked)
+    # The run's own settings, and the load-time bindings, are in the config that came back.
+    assert model.channels == 3 and config.query("HPDM.channels", 3) == 3
+    assert config.call(SamplingSteps).base_steps == 64

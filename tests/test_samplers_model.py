@@ -148,8 +148,8 @@ def test_guidance_formula_on_one_tile():
     coords = model.pyramid.coords(0, (0, 0, 0)).double().expand(2, 6)
     cond = {"label": torch.tensor([0, 2])}
     out = tm.denoise(x, sigma, coords, 0, None, cond)
-    c = model(x[:, None], coords[:, None], sigma[:, None], cond)[:, 0]
-    u = model(x[:, None], coords[:, None], sigma[:, None], {"label": torch.tensor([3, 3])})[:, 0]
+    c = model(x[:, None], sigma[:, None], coords[:, None], cond=cond)[:, 0]
+    u = model(x[:, None], sigma[:, None], coords[:, None], cond={"label": torch.tensor([3, 3])})[:, 0]
     torch.testing.assert_close(out, u + 2.5 * (c - u))
 
 
@@ -214,7 +214,7 @@ def _level0_inputs(model, seed=0):
 
 
 def _level0(model, x, coords, sigma, labels):
-    return model(x[:, None], coords[:, None], sigma[:, None], {"label": labels})[:, 0]
+    return model(x[:, None], sigma[:, None], coords[:, None], cond={"label": labels})[:, 0]
 
 
 def test_autoguidance_formula_with_and_without_cfg():

@@ -27,7 +27,6 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-import gin
 import torch
 import torch.nn as nn
 
@@ -90,16 +89,14 @@ def parameter_table(model: nn.Module) -> dict[str, int]:
 def count_config(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> dict[str, int]:
     """Parse ``gin_files`` (plus ``bindings``), build ``HPDM`` on the meta device, return ``parameter_table``.
 
-    The gin config is cleared before parsing and after building.
+    The files are parsed into a gin config of their own (``gin_utils.isolated_config``): the
+    caller's config is neither read nor changed.
     """
-    gin.clear_config()
-    try:
+    with gin_utils.isolated_config():
         gin_utils.parse(list(gin_files), [*UNUSED_MACROS, *bindings])
         with torch.device("meta"):
             model = HPDM()
         return parameter_table(model)
-    finally:
-        gin.clear_config()
 
 
 def format_tables(tables: dict[str, dict[str, int]]) -> str:

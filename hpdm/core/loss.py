@@ -42,7 +42,7 @@ def diffusion_loss(
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     x = x0 + expand_sigma(sigma, x0) * noise
-    denoised = model(x, coords, sigma, cond)
+    denoised = model(x, sigma, coords, cond=cond)
     sd = model.schedule.sigma_data
     sig = expand_sigma(sigma, x0)
     err = (x0_to_v(denoised, x, sig, sd) - x0_to_v(x0, x, sig, sd)).square().flatten(2).mean(-1)  # [B, L+1]

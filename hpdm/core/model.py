@@ -13,6 +13,11 @@ fusion only reads lower levels), which is what makes cascaded and cached inferen
   ``BoolTensor[B, S]`` (True = real token). Absent -> the learned null text token only.
 
 ``cond=None`` is fully unconditional (null class, no text).
+
+Every entry point takes the noisy patches, their noise levels and their coordinates first, in that
+order (``x, sigma, coords``: the EDM denoiser ``D(x; sigma)`` of a patch at ``coords``), and the rest
+by keyword: ``forward(x, sigma, coords, cond=...)``, ``context_cache(x_anc, sigma_anc, coords_anc,
+coords=..., cond=...)``, ``denoise_level(x, sigma, coords, level=..., cache=..., cond=...)``.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ class ContextCache:
 
 @gin.configurable
 class HPDM(nn.Module):
-    """Hierarchical patch diffusion denoiser; ``model(x, coords, sigma, cond)`` returns x0 estimates.
+    """Hierarchical patch diffusion denoiser; ``model(x, sigma, coords, cond=cond)`` returns x0 estimates.
 
     Args:
       target_res / patch_res: the pyramid (``hpdm.pyramid.Pyramid``).
@@ -192,10 +197,11 @@ class HPDM(nn.Module):
         return self.pyramid.num_levels
 
     def forward(
-        self, x: torch.Tensor, coords: torch.Tensor, sigma: torch.Tensor, cond: dict | None = None
+        self, x: torch.Tensor, sigma: torch.Tensor, coords: torch.Tensor, *, cond: dict | None = None
     ) -> torch.Tensor:
-        """Denoise ``x [B, n, C, t, h, w]`` (levels ``0..n-1``) at ``sigma [B, n]``; returns x0 estimates."""
-        batch, n = self._check_inputs(x, coords, sigma)
+        """Denoise ``x [B, n, C, t, h, w]`` (levels ``0..n-1``) at ``sigma [B, n]``, the patches at
+        ``coords [B, n, 6]``; returns x0 estimates."""
+        batch, n = self._check_inputs(x, sigma, coords)
         pre, cond_tokens, cond_mask = self._prepare(x, sigma, cond, batch)
         tokens = [self.tokenizer(pre.c_in[:, l] * x[:, l]) for l in range(n)]
         latents = [self._initial_latents(l, pre.c_noise[:, l, 0, 0, 0, 0], cond_tokens) for l in range(n)]
@@ -208,17 +214,19 @@ class HPDM(nn.Module):
     def context_cache(
         self,
         x_anc: torch.Tensor,
-        coords_anc: torch.Tensor,
         sigma_anc: torch.Tensor,
+        coords_anc: torch.Tensor,
+        *,
         coords: torch.Tensor,
         cond: dict | None = None,
     ) -> ContextCache:
         """The ancestors' contribution to the fusion of a level-``l`` patch at ``coords [B, 6]``.
 
         ``x_anc [B, l, C, t, h, w]`` are the patches of levels ``0..l-1`` containing it (noisy at
-        ``sigma_anc [B, l]``). Computed once per tile and reused for every sampling step.
+        ``sigma_anc [B, l]``, at ``coords_anc [B, l, 6]``). Computed once per tile and reused for
+        every sampling step.
         """
-        batch, level = self._check_inputs(x_anc, coords_anc, sigma_anc)
+        batch, level = self._check_inputs(x_anc, sigma_anc, coords_anc)
         if level >= self.num_levels:
             raise ValueError(f"{level} ancestors given, but the model has only {self.num_levels} levels")
         check_coords(coords)
@@ -244,18 +252,20 @@ class HPDM(nn.Module):
         x: torch.Tensor,
         sigma: torch.Tensor,
         coords: torch.Tensor,
+        *,
         level: int,
         cache: ContextCache | None,
         cond: dict | None = None,
     ) -> torch.Tensor:
-        """Denoise one level-``level`` patch ``x [B, C, t, h, w]`` using a ``ContextCache`` of its ancestors.
+        """Denoise one level-``level`` patch ``x [B, C, t, h, w]`` at ``sigma [B]`` and ``coords [B, 6]``
+        using a ``ContextCache`` of its ancestors (None at level 0).
 
         Runs only the blocks that ``level`` runs; equals the last level of ``forward`` given the
         same ancestors.
         """
         if level > 0 and (cache is None or cache.level != level):
             raise ValueError(f"level {level} needs a ContextCache built for level {level}")
-        batch, _ = self._check_inputs(x[:, None], coords[:, None], sigma[:, None], first_level=level)
+        batch, _ = self._check_inputs(x[:, None], sigma[:, None], coords[:, None], first_level=level)
         pre = v_preconditioning(expand_sigma(sigma, x), self.schedule.sigma_data)
         c_noise = (sigma * self.schedule.level_scales(level + 1, sigma.device)[level]).log() / 4
         cond_tokens, cond_mask = self._cond_tokens(cond, batch, x.device)
@@ -319,10 +329,13 @@ class HPDM(nn.Module):
     def _fuser(self, block: int) -> ContextFuser:
         return self.fusers[str(block) if self.fusion == "deep" else "0"]
 
-    def _check_inputs(self, x, coords, sigma, first_level: int = 0) -> tuple[int, int]:
+    def _check_inputs(self, x, sigma, coords, first_level: int = 0) -> tuple[int, int]:
         if x.dim() != 6:
             raise ValueError(f"x must be [B, n, C, t, h, w], got shape {tuple(x.shape)}")
         batch, n = x.shape[:2]
+        if tuple(sigma.shape) == (batch, n, 6) and tuple(coords.shape) == (batch, n):
+            # The order before the entry points agreed on one; shape errors alone would not say so.
+            raise ValueError("sigma and coords are swapped: HPDM's entry points take (x, sigma, coords)")
         if not 1 <= first_level + n <= self.num_levels:
             raise ValueError(
                 f"x holds {first_level + n} levels, but the model has {self.num_levels} (need 1..{self.num_levels})"

@@ -1,100 +1,91 @@
 """Loading a trained HPDM for inference, from a training workdir or a self-contained export.
 
-A training workdir holds ``config.gin`` (the operative config) and ``checkpoints/step_XXXXXXXX/``
-directories with ``model.safetensors`` and ``ema.safetensors``. An export directory holds
-``config.gin`` and ``model.safetensors`` (the EMA weights): everything needed to rebuild the model
-without the training run.
+A training workdir holds ``config.gin`` (the run's full gin config) and checkpoint directories; an export
+holds ``config.gin`` and ``model.safetensors`` (the EMA weights): everything needed to rebuild the
+model without the training run (layout: ``hpdm.core.checkpoints``).
+
+Loading is pure: the model is built from the saved config inside ``gin_utils.SavedConfig.call``,
+which applies that config to the build alone, so the caller's gin config is neither replaced nor
+extended. The config comes back with the model; a caller that needs another setting of the run
+(its sampler steps, its precision) asks it: ``config.call(SamplingSteps)``, ``config.query(...)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import re
 import shutil
 from typing import Optional, Sequence
 
-import gin
-import torch
 from absl import logging
 from safetensors.torch import load_file, save_file
 
 from hpdm import gin_utils
+from hpdm.core.checkpoints import EXPORT_WEIGHTS, ArchitectureMismatch, load_state_strict, resolve_weights
 from hpdm.core.model import HPDM
 
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_PATTERN = re.compile(r"^step_(\d{8})$")
-EXPORT_WEIGHTS = "model.safetensors"
+
+def read_saved_config(path: str, trust_config: Optional[bool] = None) -> gin_utils.SavedConfig:
+    """The vetted ``config.gin`` of the workdir or export ``path`` (``gin_utils.SavedConfig.read``)."""
+    config = os.path.join(path, gin_utils.OPERATIVE_CONFIG)
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"{path} has no {gin_utils.OPERATIVE_CONFIG}: not a training workdir or export")
+    return gin_utils.SavedConfig.read(config, trust_config)
 
 
-def checkpoint_dirs(workdir: str) -> list[str]:
-    """Finished checkpoint directories of a workdir, newest first (``.tmp`` ones are unfinished)."""
-    root = os.path.join(workdir, CHECKPOINT_DIR)
-    if not os.path.isdir(root):
-        return []
-    names = [n for n in os.listdir(root) if CHECKPOINT_PATTERN.match(n)]
-    return [os.path.join(root, n) for n in sorted(names, reverse=True)]
-
-
-def _weights_file(path: str, use_ema: bool) -> str:
-    if os.path.isfile(os.path.join(path, EXPORT_WEIGHTS)) and not os.path.isdir(os.path.join(path, CHECKPOINT_DIR)):
-        return os.path.join(path, EXPORT_WEIGHTS)
-    name = "ema.safetensors" if use_ema else "model.safetensors"
-    for ckpt in checkpoint_dirs(path):
-        candidate = os.path.join(ckpt, name)
-        try:
-            load_file(candidate)  # validates the file before we commit to it
-            return candidate
-        except Exception as err:  # noqa: BLE001 - any unreadable file means: try the previous one
-            logging.warning("checkpoint %s is unreadable (%s); trying an older one", candidate, err)
-    raise FileNotFoundError(f"no readable {name} under {os.path.join(path, CHECKPOINT_DIR)} and no {EXPORT_WEIGHTS} in {path}")
-
-
-def load_state_strict(model: torch.nn.Module, state: dict, source: str) -> None:
-    """``load_state_dict`` with an error that lists every missing, unexpected or mis-shaped tensor."""
-    if hasattr(model, "upgrade_state_dict"):
-        state = model.upgrade_state_dict(state, source)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or shapes:
-        lines = [f"{source} does not match the model architecture:"]
-        if missing:
-            lines.append(f"  missing tensors ({len(missing)}): {', '.join(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected tensors ({len(unexpected)}): {', '.join(unexpected)}")
-        for k in shapes:
-            lines.append(f"  {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
-        raise ValueError("\n".join(lines))
-    model.load_state_dict(state)
+def _with_bindings(config: gin_utils.SavedConfig, bindings: Sequence[str]) -> gin_utils.SavedConfig:
+    """``config`` with ``bindings`` after its own lines, so that they win wherever it is applied."""
+    if not bindings:
+        return config
+    text = config.text + "\n# Bindings given when the model was loaded:\n" + "\n".join(bindings) + "\n"
+    return dataclasses.replace(config, text=text)
 
 
 def load_pretrained(
-    path: str, use_ema: bool = True, bindings: Sequence[str] = (), trust_config: Optional[bool] = None
-) -> HPDM:
+    path: str,
+    *,
+    use_ema: bool = True,
+    bindings: Sequence[str] = (),
+    trust_config: Optional[bool] = None,
+    device=None,
+) -> tuple[HPDM, gin_utils.SavedConfig]:
     """Rebuild the model of a workdir or export directory and load its (EMA) weights, in eval mode.
 
-    Replaces the process's gin config with the saved operative config (plus ``bindings``). Bindings
-    of configurables that are not imported here (trainer, data) are skipped: they were validated
-    when the run started.
+    Returns the model (on ``device``, default the CPU) and the config it was built with, the saved
+    one plus ``bindings``. The caller's gin config is left as it was. Bindings of configurables that
+    are not imported (trainer, data) are skipped: they were validated when the run started.
 
     The saved config may import only hpdm modules (``hpdm.gin_utils.vet_config``): an export is a
     directory people share, and gin runs a config's imports. ``trust_config=True`` loads one that
     imports other code; None follows ``gin_utils.set_config_trust`` (``--trust_config``), else False.
     """
-    config = os.path.join(path, gin_utils.OPERATIVE_CONFIG)
-    if not os.path.isfile(config):
-        raise FileNotFoundError(f"{path} has no {gin_utils.OPERATIVE_CONFIG}: not a training workdir or export")
-    gin_utils.check_saved_config(config, trust_config)  # before anything else is read or replaced
-    weights = _weights_file(path, use_ema)
-    gin.clear_config()
-    gin_utils.parse_saved_config(config, skip_unknown=True, trust=trust_config)
-    if bindings:
-        gin.parse_config(list(bindings), skip_unknown=True)
-    model = HPDM()
-    load_state_strict(model, load_file(weights), weights)
+    config = _with_bindings(read_saved_config(path, trust_config), bindings)  # vetted before any weights are read
+    weights = resolve_weights(path, use_ema)
+    model = config.call(HPDM)
+    state = load_file(weights)
+    try:
+        load_state_strict(model, state, weights)
+    except ArchitectureMismatch as err:
+        _explain_missing_levels(model, state, path, err)
+        raise
     logging.info("loaded %s", weights)
-    return model.eval()
+    if device is not None:
+        model.to(device)
+    return model.eval(), config
+
+
+def _explain_missing_levels(model: HPDM, state: dict, path: str, err: Exception) -> None:
+    """A clearer error than the tensor list when the checkpoint has fewer pyramid levels than the
+    config builds (rows of the per-level ``latents``): the usual cause is a changed resolution."""
+    latents = state.get("latents")
+    have = None if latents is None else int(latents.shape[0])
+    if have is not None and have < model.num_levels:
+        raise ValueError(
+            f"the checkpoint in {path} has {have} pyramid level(s), but the model config needs "
+            f"{model.num_levels} (levels {model.pyramid.resolutions} for target {model.pyramid.target_res}); "
+            "it cannot generate the missing levels. Sample at the resolution it was trained for "
+            "(check bindings such as --gin_param of target_res / patch_res)."
+        ) from err
 
 
 def export_model(workdir: str, output_dir: str, use_ema: bool = True, trust_config: Optional[bool] = None) -> str:
@@ -107,7 +98,7 @@ def export_model(workdir: str, output_dir: str, use_ema: bool = True, trust_conf
     if not os.path.isfile(config):
         raise FileNotFoundError(f"{workdir} has no {gin_utils.OPERATIVE_CONFIG}: not a training workdir")
     gin_utils.check_saved_config(config, trust_config)
-    weights = _weights_file(workdir, use_ema)
+    weights = resolve_weights(workdir, use_ema)
     os.makedirs(output_dir, exist_ok=True)
     shutil.copyfile(config, os.path.join(output_dir, gin_utils.OPERATIVE_CONFIG))
     tmp = os.path.join(output_dir, EXPORT_WEIGHTS + ".tmp")

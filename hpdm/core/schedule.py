@@ -1,4 +1,4 @@
-"""Per-level noise schedule with input scaling (paper Sec. 4.5 "Noise Schedule"; Chen 2023; DESIGN.md).
+"""Per-level noise schedule with input scaling (paper Sec. 4.5 "Noise Schedule"; Chen 2023; docs/design.md).
 
 Level ``l`` scales its data by ``b_l = input_scale_decay ** l`` before noising (Chen 2023): finer
 levels have more strongly correlated pixels, so the same noise destroys less of them and they need
@@ -37,7 +37,7 @@ class NoiseSchedule:
         context noise level and leaves them out of the loss (default 0.5). Not in the paper: Eq. 4
         draws every level's noise independently. It is needed because the sampler feeds each
         finished lower level to the next ones as nearly clean context, at the small fixed
-        ``context_sigma`` (DESIGN.md "Inference"), and Eq. 4's log-normal puts a level there with
+        ``context_sigma`` (docs/design.md "Inference"), and Eq. 4's log-normal puts a level there with
         probability about 1.5e-5: without it, training would almost never show a level the
         ancestors it gets at inference. 0 trains Eq. 4 alone.
     """

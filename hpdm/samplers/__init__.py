@@ -6,14 +6,13 @@ Entry points: ``sample_videos(model, num_videos, seed, ...)`` (an ``HPDM`` in me
 ``time_level_step`` (cached vs uncached cost of one last-level step, for ``hpdm-bench``).
 """
 
-from hpdm.samplers.guidance import Autoguidance, HPDMTileModel, null_cond
+from hpdm.samplers.guidance import Autoguidance, HPDMTileModel, load_autoguidance_model, null_cond
 from hpdm.samplers.hierarchical import (
     VideoNoise,
     resolve_labels,
     sample_pyramid,
     sample_videos,
     sample_videos_from_workdir,
-    to_uint8,
     video_seed,
 )
 from hpdm.samplers.steps import SamplingSteps, LevelSteps, sampling_steps_record
@@ -41,6 +40,7 @@ __all__ = [
     "get_sampler",
     "heun_step",
     "karras_sigmas",
+    "load_autoguidance_model",
     "null_cond",
     "resolve_labels",
     "sample_euler",
@@ -48,6 +48,5 @@ __all__ = [
     "sample_pyramid",
     "sample_videos",
     "sample_videos_from_workdir",
-    "to_uint8",
     "video_seed",
 ]

@@ -7,7 +7,7 @@
 * uncached: ``context`` keeps the raw ancestor windows and ``denoise`` runs the full forward over all
   levels ``0..l`` at every step (the reference for "cached == uncached").
 
-Ancestors are fed at ``model.schedule.context_sigma(k)`` (never at 0: DESIGN.md "Inference").
+Ancestors are fed at ``model.schedule.context_sigma(k)`` (never at 0: docs/design.md "Inference").
 
 Classifier-free guidance (Ho & Salimans 2022) runs the conditional and the null rows in one batch:
 ``x0 = x0_null + g (x0_cond - x0_null)``, so ``g = 1`` is plain conditional sampling (and skips the
@@ -174,8 +174,8 @@ class HPDMTileModel:
             cond = concat_cond(cond, null_cond(self.model, cond))
         sigma_anc = self._sigma_anc(level, x_anc.shape[0], x_anc.device)
         if not self.cached:
-            return (x_anc, coords_anc, sigma_anc)
-        return self.model.context_cache(x_anc, coords_anc, sigma_anc, coords, cond)
+            return (x_anc, sigma_anc, coords_anc)
+        return self.model.context_cache(x_anc, sigma_anc, coords_anc, coords=coords, cond=cond)
 
     @torch.no_grad()
     def denoise(self, x, sigma, coords, level: int, context: Any, cond) -> torch.Tensor:
@@ -204,47 +204,30 @@ class HPDMTileModel:
     def _denoise(self, x, sigma, coords, level, context, cond):
         if level == 0 or not self.cached:
             if level == 0:
-                xs, cs, ss = x[:, None], coords[:, None], sigma[:, None]
+                xs, ss, cs = x[:, None], sigma[:, None], coords[:, None]
             else:
-                x_anc, coords_anc, sigma_anc = context
+                x_anc, sigma_anc, coords_anc = context
                 xs = torch.cat([x_anc, x[:, None]], dim=1)
-                cs = torch.cat([coords_anc, coords[:, None]], dim=1)
                 ss = torch.cat([sigma_anc, sigma[:, None]], dim=1)
-            return self.model(xs, cs, ss, cond)[:, -1]
-        return self.model.denoise_level(x, sigma, coords, level, context, cond)
+                cs = torch.cat([coords_anc, coords[:, None]], dim=1)
+            return self.model(xs, ss, cs, cond=cond)[:, -1]
+        return self.model.denoise_level(x, sigma, coords, level=level, cache=context, cond=cond)
 
 
-def define_autoguidance_flags() -> None:
-    """The absl flags of the sampling CLIs that turn autoguidance on (``--guide_model``)."""
-    from absl import flags
-
-    flags.DEFINE_string("guide_model", None, "autoguidance: the weak model (training workdir or export) to "
-                        "extrapolate away from; none by default.")
-    flags.DEFINE_float("autoguidance_scale", 2.0, "with --guide_model: x0 = x0_weak + scale * (x0 - x0_weak).")
-    flags.DEFINE_list("autoguidance_levels", ["0"], "with --guide_model: the pyramid levels it applies to.")
-    flags.DEFINE_list("autoguidance_sigmas", [], "with --guide_model: 'lo,hi', the sigma interval it applies "
-                      "in (default: every step).")
-
-
-def load_autoguidance(device=None) -> Optional[Autoguidance]:
-    """``Autoguidance`` from ``define_autoguidance_flags``'s flags, with the weak model named by
-    ``--guide_model`` (EMA weights) loaded on ``device``; None without ``--guide_model``.
-
-    Call it before loading the guided model: loading a model replaces the process's gin config with
-    its own, and the guided model's config (sampler steps, data settings) must be the one left in force.
-    """
-    from absl import flags
-
+def load_autoguidance_model(
+    path: str,
+    *,
+    scale: float = 2.0,
+    levels: Sequence[int] = (0,),
+    sigma_min: float = 0.0,
+    sigma_max: float = math.inf,
+    device=None,
+    trust_config: Optional[bool] = None,
+) -> Autoguidance:
+    """``Autoguidance`` with the weak model of the workdir or export ``path`` (its EMA weights) on
+    ``device``; the other arguments are ``Autoguidance``'s. Loading leaves the gin config as it was,
+    so it may come before or after the guided model's."""
     from hpdm.core import load_pretrained
 
-    f = flags.FLAGS
-    if not f.guide_model:
-        return None
-    sigmas = [float(s) for s in f.autoguidance_sigmas]
-    if sigmas and len(sigmas) != 2:
-        raise ValueError(f"--autoguidance_sigmas takes 'lo,hi', got {f.autoguidance_sigmas}")
-    lo, hi = sigmas if sigmas else (0.0, math.inf)
-    weak = load_pretrained(f.guide_model, use_ema=True)
-    if device:
-        weak.to(device)
-    return Autoguidance(weak, f.autoguidance_scale, [int(level) for level in f.autoguidance_levels], lo, hi)
+    weak, _ = load_pretrained(path, use_ema=True, trust_config=trust_config, device=device)
+    return Autoguidance(weak, scale, levels, sigma_min, sigma_max)

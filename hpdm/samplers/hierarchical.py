@@ -1,4 +1,4 @@
-"""Cascaded generation of the whole pyramid, level by level (paper Sec. 4.4, App. C; DESIGN.md "Inference").
+"""Cascaded generation of the whole pyramid, level by level (paper Sec. 4.4, App. C; docs/design.md "Inference").
 
 Level 0 is one patch (the whole level-0 video); every later level is the whole level video sampled
 through ``OverlapSampler`` tiles, conditioned on the already generated lower levels. Each finished
@@ -24,6 +24,7 @@ from hpdm.samplers.guidance import Autoguidance, HPDMTileModel
 from hpdm.samplers.steps import SamplingSteps
 from hpdm.samplers.steppers import get_sampler
 from hpdm.samplers.tiled import OverlapSampler, TileModel
+from hpdm.video.frames import to_uint8
 
 Progress = Callable[[dict], None]
 
@@ -139,11 +140,6 @@ def _check_given_levels(given, pyramid: Pyramid, batch: int, channels: int) -> l
         if tuple(video.shape) != want:
             raise ValueError(f"given level {level} has shape {tuple(video.shape)}, expected {want}")
     return given
-
-
-def to_uint8(videos: torch.Tensor) -> torch.Tensor:
-    """``[B, C, T, H, W]`` in [-1, 1] -> ``uint8 [B, T, H, W, C]``."""
-    return ((videos.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu()
 
 
 def resolve_labels(model, num_videos: int, seed: int, labels=None) -> Optional[torch.Tensor]:
@@ -299,13 +295,15 @@ def sample_videos_from_workdir(
 ) -> torch.Tensor:
     """Load the EMA model of a training workdir (or an export dir) and sample; ``uint8 [N, T, H, W, C]``.
 
-    Used by ``hpdm-eval``. Defaults to spatial overlap ("hw"), the paper's setting for metrics
-    (App. C); any ``sample_videos`` option can be passed.
+    The model samples with the ``SamplingSteps`` of its own config unless ``level_schedule`` is
+    given, on CUDA when available, with spatial overlap ("hw", the paper's setting for metrics,
+    App. C) unless ``overlap`` is given; any other ``sample_videos`` option can be passed.
     """
-    from hpdm.core import load_pretrained  # deferred: samplers are importable without the checkpoint code
+    from hpdm.core import load_pretrained  # deferred: it builds a model, which importing samplers need not
 
-    model = load_pretrained(workdir, use_ema=True)
-    if torch.cuda.is_available():
-        model = model.cuda()
+    device = "cuda" if torch.cuda.is_available() else None
+    model, config = load_pretrained(workdir, use_ema=True, device=device)
+    if options.get("level_schedule") is None:
+        options["level_schedule"] = config.call(SamplingSteps)
     options.setdefault("overlap", "hw")
     return sample_videos(model, num_videos, seed, labels=labels, batch_size=batch_size, **options)

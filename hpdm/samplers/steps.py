@@ -1,4 +1,4 @@
-"""Per-level sampling schedules (paper App. C; App. D item 3; DESIGN.md "Inference").
+"""Per-level sampling schedules (paper App. C; App. D item 3; docs/design.md "Inference").
 
 Defaults follow the paper: level 0 uses EDM's stochastic sampler with Heun correction and 128 steps;
 every later level uses deterministic first-order (Euler) steps, because second-order correction

@@ -1,4 +1,4 @@
-"""Tiled, overlapped, cached denoising of one pyramid level (paper Sec. 4.4, 4.5; DESIGN.md "Inference").
+"""Tiled, overlapped, cached denoising of one pyramid level (paper Sec. 4.4, 4.5; docs/design.md "Inference").
 
 A level is sampled as one whole video ``x [B, C, T, H, W]``. ``OverlapSampler.level_denoiser``
 turns a per-tile model into a denoiser ``D(x, sigma)`` of that whole video, which any stepper of
@@ -12,7 +12,7 @@ turns a per-tile model into a denoiser ``D(x, sigma)`` of that whole video, whic
    covering each pixel (MultiDiffusion averaging, Bar-Tal et al. 2023).
 
 The stepper then takes one update on the whole video, so stochastic noise is drawn once per video,
-never per tile (averaging independently noised tiles would shrink the noise: DESIGN.md "Traps").
+never per tile (averaging independently noised tiles would shrink the noise: docs/design.md "Traps").
 
 The ancestors of every tile (``hpdm.pyramid.tiles.ancestor_offsets``) do not depend on the tile's
 noise, so the model's context for each tile batch is built once per level, stored (optionally on

@@ -1,32 +1,19 @@
-"""Checkpoints: layout, atomic writes, retention, validated resume, partial (fine-tuning) loads.
+"""Checkpoints of a training run: atomic writes, retention, validated resume, partial (fine-tuning) loads.
 
-Layout (a contract the sampler and ``hpdm.core`` loaders rely on)::
-
-    WORKDIR/config.gin                              operative gin config of the run
-    WORKDIR/checkpoints/step_{step:08d}/
-        model.safetensors                           full state dict, plain module names
-        ema.safetensors                             EMA weights, same names
-        state.pt                                    optimiser, LR schedule, data-loader and RNG
-                                                    states, step, skip counters (tensors and plain
-                                                    Python containers only: torch.load(weights_only=True))
-        manifest.json                               size and sha256 of the three files above
-
-A checkpoint is written into ``step_XXXXXXXX.tmp``, every file and the directory are fsynced, and
-only then is it renamed into place; so a crash, SIGKILL or power loss leaves either a complete
-checkpoint or a ``.tmp`` directory that is ignored and later removed. Loading checks every file
-against the manifest, so a truncated file or a flipped bit is an unreadable checkpoint (the next
-older one is used), never weights that load without complaint. Checkpoints written before the
-manifest existed load with a warning that they cannot be verified. Retention counts only verified
-checkpoints, so a newer corrupt one never causes the last good one to be deleted.
-Weights never go through pickle (DESIGN.md: never unpickle arbitrary objects from a checkpoint).
+The layout, manifest verification, the weights resolver and the architecture check are
+``hpdm.core.checkpoints`` (re-exported here for the trainer). A checkpoint is written into
+``step_XXXXXXXX.tmp``, every file and the directory are fsynced, and only then is it renamed into
+place; so a crash, SIGKILL or power loss leaves either a complete checkpoint or a ``.tmp`` directory
+that is ignored and later removed. Loading checks every file against the manifest, so a truncated
+file or a flipped bit is an unreadable checkpoint (the next older one is used). Checkpoints written
+before the manifest existed load with a warning that they cannot be verified. Retention counts only
+verified checkpoints, so a newer corrupt one never causes the last good one to be deleted.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 from typing import Mapping, Optional
 
@@ -35,43 +22,30 @@ from absl import logging
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hpdm import gin_utils
+from hpdm.core import checkpoints as layout
+from hpdm.core.checkpoints import (  # noqa: F401  (some only re-exported: the trainer reads the layout here)
+    EMA_FILE,
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
+    MODEL_FILE,
+    SEALED_FILES,
+    STATE_FILE,
+    ArchitectureMismatch,
+    CheckpointError,
+    check_same_architecture,
+    checkpoints_root,
+    compare_state,
+    forget_verified,
+    list_checkpoints,
+    mismatch_report,
+    remember_verified,
+    sha256_file,
+    step_dir,
+    upgrade_state,
+    verify_checkpoint,
+)
 
-CHECKPOINT_SUBDIR = "checkpoints"
-MODEL_FILE = "model.safetensors"
-EMA_FILE = "ema.safetensors"
-STATE_FILE = "state.pt"
-MANIFEST_FILE = "manifest.json"
-SEALED_FILES = (MODEL_FILE, EMA_FILE, STATE_FILE)
 UNREADABLE_SUFFIX = ".unreadable"
-_MANIFEST_FORMAT = 1
-_HASH_CHUNK = 1 << 20
-_STEP_RE = re.compile(r"^step_(\d{8,})$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is unreadable or does not fit the model."""
-
-
-def checkpoints_root(workdir: str) -> str:
-    return os.path.join(workdir, CHECKPOINT_SUBDIR)
-
-
-def step_dir(workdir: str, step: int) -> str:
-    return os.path.join(checkpoints_root(workdir), f"step_{step:08d}")
-
-
-def list_checkpoints(workdir: str) -> list[tuple[int, str]]:
-    """Completed checkpoint directories, newest first (``.tmp`` leftovers are not listed)."""
-    root = checkpoints_root(workdir)
-    if not os.path.isdir(root):
-        return []
-    found = []
-    for name in os.listdir(root):
-        m = _STEP_RE.match(name)
-        if m and os.path.isdir(os.path.join(root, name)):
-            found.append((int(m.group(1)), os.path.join(root, name)))
-    return sorted(found, reverse=True)
 
 
 def fsync_dir(path: str) -> None:
@@ -89,94 +63,18 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _sha256(path: str, fsync: bool = False) -> str:
-    """Hex sha256 of a file, read in chunks (checkpoint files can be tens of gigabytes)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-        if fsync:
-            os.fsync(f.fileno())
-    return digest.hexdigest()
-
-
 def _seal(path: str) -> dict:
     """fsync ``path`` and return its manifest entry (size and sha256 of the bytes written)."""
-    return {"bytes": os.path.getsize(path), "sha256": _sha256(path, fsync=True)}
+    return {"bytes": os.path.getsize(path), "sha256": sha256_file(path, fsync=True)}
 
 
 def _write_manifest(directory: str, step: int) -> None:
     """Seal the tensor files of ``directory`` and record them in its manifest (fsynced too)."""
-    manifest = {"format": _MANIFEST_FORMAT, "step": step, "files": {n: _seal(os.path.join(directory, n)) for n in SEALED_FILES}}
+    manifest = {"format": MANIFEST_FORMAT, "step": step, "files": {n: _seal(os.path.join(directory, n)) for n in SEALED_FILES}}
     with open(os.path.join(directory, MANIFEST_FILE), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
-
-
-# Checkpoints this process has hashed (or written), with the stat of their files then: pruning
-# asks at every save whether the newest checkpoints are good, and re-hashing tens of gigabytes each
-# time would cost more than the save. A file changed since (size, mtime or inode) is hashed again.
-_VERIFIED: dict[str, tuple] = {}
-
-
-def _signature(path: str) -> Optional[tuple]:
-    try:
-        stats = [os.stat(os.path.join(path, n)) for n in (*SEALED_FILES, MANIFEST_FILE)]
-    except OSError:
-        return None
-    return tuple((s.st_size, s.st_mtime_ns, s.st_ino) for s in stats)
-
-
-def _remember_verified(path: str) -> None:
-    _VERIFIED[os.path.abspath(path)] = _signature(path)
-
-
-def _remembered(path: str) -> bool:
-    """Whether this process verified ``path`` and its files are unchanged since."""
-    signature = _signature(path)
-    return signature is not None and _VERIFIED.get(os.path.abspath(path)) == signature
-
-
-def verify_checkpoint(path: str, cached: bool = False) -> bool:
-    """Check every tensor file of ``path`` against its manifest.
-
-    Returns True when all match, False when the checkpoint has no manifest (written before
-    checksums existed: it cannot be verified); raises CheckpointError naming the first file that is
-    missing or differs from what was written. ``cached``: trust this process's earlier verdict on
-    files whose stat has not changed since (pruning); a load always hashes.
-    """
-    if cached and _remembered(path):
-        return True
-    manifest_path = os.path.join(path, MANIFEST_FILE)
-    if not os.path.exists(manifest_path):
-        return False
-    try:
-        with open(manifest_path, encoding="utf-8") as f:
-            files = json.load(f)["files"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {path}: {MANIFEST_FILE} is unreadable: {type(e).__name__}: {e}") from e
-    for name in SEALED_FILES:
-        if name not in files:
-            raise CheckpointError(f"checkpoint {path}: {MANIFEST_FILE} does not list {name}")
-        _check_file(path, name, files[name])
-    _remember_verified(path)
-    return True
-
-
-def _check_file(path: str, name: str, entry: dict) -> None:
-    """CheckpointError unless file ``name`` of checkpoint ``path`` has the size and sha256 of ``entry``."""
-    file_path = os.path.join(path, name)
-    if not os.path.isfile(file_path):
-        raise CheckpointError(f"checkpoint {path}: {name} is missing")
-    size = os.path.getsize(file_path)
-    if size != entry["bytes"]:
-        raise CheckpointError(f"checkpoint {path}: {name} has {size} bytes, {entry['bytes']} were written (truncated?)")
-    if _sha256(file_path) != entry["sha256"]:
-        raise CheckpointError(
-            f"checkpoint {path}: {name} does not match its sha256 in {MANIFEST_FILE} (its bytes changed after it "
-            "was written: a flipped bit or a damaged disk)"
-        )
 
 
 def _plain(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -225,7 +123,7 @@ def save_checkpoint(
     else:
         os.rename(tmp, final)
     fsync_dir(root)
-    _remember_verified(final)  # hashed as it was sealed
+    remember_verified(final)  # hashed as it was sealed
     _prune(workdir, keep)
     return final
 
@@ -252,7 +150,7 @@ def _prune(workdir: str, keep: int) -> None:
     for _, path in list_checkpoints(workdir):
         if verified >= keep:
             shutil.rmtree(path, ignore_errors=True)
-            _VERIFIED.pop(os.path.abspath(path), None)
+            forget_verified(path)
         elif _counts_as_kept(path):
             verified += 1
 
@@ -311,27 +209,8 @@ def latest_valid_checkpoint(workdir: str) -> str | None:
 
 
 def resolve_weights(path: str, ema: bool = True) -> str:
-    """A ``.safetensors`` file, a checkpoint directory, a workdir, or an export directory (``config.gin``
-    and ``model.safetensors``, which holds EMA weights: ``hpdm.core.export_model``) -> the weights file."""
-    if os.path.isfile(path):
-        return path
-    name = EMA_FILE if ema else MODEL_FILE
-    if os.path.isfile(os.path.join(path, name)):
-        return os.path.join(path, name)
-    export = os.path.join(path, MODEL_FILE)
-    if ema and os.path.isfile(export) and os.path.isfile(os.path.join(path, gin_utils.OPERATIVE_CONFIG)):
-        return export
-    latest = latest_valid_checkpoint(path)
-    if latest is None:
-        raise CheckpointError(f"no checkpoint found at {path}")
-    return os.path.join(latest, name)
-
-
-def upgrade_state(model: nn.Module, state: Mapping[str, torch.Tensor], what: str = "checkpoint") -> dict:
-    """``state`` as ``model`` names it today: the model's own ``upgrade_state_dict`` (HPDM drops the
-    tensors of fusers that older versions built for blocks that fuse nothing), else unchanged."""
-    upgrade = getattr(model, "upgrade_state_dict", None)
-    return upgrade(state, what) if upgrade is not None else dict(state)
+    """``hpdm.core.checkpoints.resolve_weights`` under the trainer's keyword (``Trainer.init_from_ema``)."""
+    return layout.resolve_weights(path, use_ema=ema)
 
 
 def load_model_and_optimizer(
@@ -362,43 +241,6 @@ def load_model_and_optimizer(
         for param in group["params"]:
             if names.get(id(param)) not in saved and param in optimizer.state:
                 del optimizer.state[param]
-
-
-def compare_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[list, list, list, list]:
-    """Compare a state dict with ``model.state_dict()``.
-
-    Returns (matching, missing_in_state, unexpected_in_state, shape_mismatched) name lists, the
-    last as ``"name: checkpoint (shape) vs model (shape)"`` strings.
-    """
-    own = model.state_dict()
-    matching, missing, mismatched = [], [], []
-    for name, t in own.items():
-        if name not in state:
-            missing.append(name)
-        elif tuple(state[name].shape) != tuple(t.shape):
-            mismatched.append(f"{name}: checkpoint {tuple(state[name].shape)} vs model {tuple(t.shape)}")
-        else:
-            matching.append(name)
-    unexpected = [n for n in state if n not in own]
-    return matching, missing, unexpected, mismatched
-
-
-def check_same_architecture(model: nn.Module, state: Mapping[str, torch.Tensor], what: str = "checkpoint") -> None:
-    """Raise CheckpointError listing every tensor that differs (resume requires an exact fit)."""
-    _, missing, unexpected, mismatched = compare_state(model, state)
-    if missing or unexpected or mismatched:
-        raise CheckpointError(_mismatch_message(what, missing, unexpected, mismatched))
-
-
-def _mismatch_message(what, missing, unexpected, mismatched) -> str:
-    lines = [f"{what} does not match the model's architecture:"]
-    if mismatched:
-        lines.append(f"  shape mismatch ({len(mismatched)}): " + "; ".join(mismatched))
-    if missing:
-        lines.append(f"  missing from the {what} ({len(missing)}): " + ", ".join(missing))
-    if unexpected:
-        lines.append(f"  not in the model ({len(unexpected)}): " + ", ".join(unexpected))
-    return "\n".join(lines)
 
 
 LEVEL_INDEXED = ("latents",)
@@ -440,7 +282,7 @@ def load_matching(
                 loaded.append(f"{name}[0:{k}]")
                 initialised.append(f"{name}[{k}:{n}]")
     if unexpected or mismatched:
-        raise CheckpointError(_mismatch_message(what, [], unexpected, mismatched))
+        raise ArchitectureMismatch(mismatch_report(what, [], unexpected, mismatched))
     if not matching and not partial:
         raise CheckpointError(f"{what} shares no tensor with the model")
     model.load_state_dict({k: state[k] for k in matching}, strict=False)
