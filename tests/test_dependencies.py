@@ -16,7 +16,7 @@ from importlib import metadata
 
 import pytest
 
-from test_train_helpers import REPO, env
+from train_helpers import REPO, env
 
 _spec = importlib.util.spec_from_file_location("minimum_versions", os.path.join(REPO, "scripts", "minimum_versions.py"))
 minimum_versions = importlib.util.module_from_spec(_spec)

@@ -6,9 +6,6 @@ sample order and ends with the weights of the uninterrupted one-process run."""
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,31 +13,10 @@ from safetensors.torch import load_file
 
 from hpdm.data.loader import sampler_state
 from hpdm.trainers.checkpoint import list_checkpoints
-from test_train_helpers import REPO, assert_tree_equal, ckpt_dir, env, load_ckpt, run, train_cmd, write_gin
+from train_helpers import REPO, assert_tree_equal, ckpt_dir, env, load_ckpt, run, torchrun, torchrun_status, train_cmd, write_gin
 
 PARAMS = ("TRAIN_STEPS=3", "CHECKPOINT_EVERY=1")
 DDP = "gin/mixins/ddp.gin"
-
-
-def torchrun_status(gin_file, workdir, mixin, *params, timeout=300) -> tuple[int, str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += train_cmd(gin_file, workdir, *params)[1:] + [f"--gin_file={mixin}"]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the process group this test started (torchrun + its workers)
-        out, err = proc.communicate()
-        raise AssertionError(f"torchrun timed out\n{err[-4000:]}")
-    return proc.returncode, err
-
-
-def torchrun(gin_file, workdir, mixin, *params, timeout=300):
-    code, err = torchrun_status(gin_file, workdir, mixin, *params, timeout=timeout)
-    assert code == 0, err[-6000:]
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +83,13 @@ def test_signal_on_one_rank_stops_both_after_that_step_and_resumes_exactly(singl
     to the weights of the uninterrupted DDP run, bit for bit."""
     gin_file, _ = single
     work = tmp_path / "w"
-    params = (*PARAMS, "CHECKPOINT_EVERY=3", "Trainer.inject_signal=(1, 'SIGINT')")
-    code, err = torchrun_status(gin_file, work, DDP, *params)
+    params, sigint = (*PARAMS, "CHECKPOINT_EVERY=3"), {"signal": [1, "SIGINT"]}
+    code, err = torchrun_status(gin_file, work, DDP, *params, faults=sigint)
     assert code != 0
     assert err.count("Stopped by SIGINT after step 1 of 3") == 2, err[-6000:]
     assert "exitcode  : 130" in err, err[-3000:]
     assert [s for s, _ in list_checkpoints(str(work))] == [1]
-    err = torchrun(gin_file, work, DDP, *params)
+    err = torchrun(gin_file, work, DDP, *params, faults=sigint)
     assert "step_00000001 at step 1" in err
     expected, got = load_ckpt(ddp, 3), load_ckpt(work, 3)
     for x, y in zip(expected[:2], got[:2]):

@@ -8,7 +8,7 @@ from hpdm.core import diffusion_loss
 from hpdm.core.loss import level_term_weights
 
 from model_utils import hierarchy_batch, tiny_model
-from test_train_helpers import load_ckpt, run, train_cmd, write_gin
+from train_helpers import load_ckpt, run, train_cmd, write_gin
 
 
 def _fixed_draws(model, batch=4, seed=1):

@@ -106,15 +106,22 @@ def test_hpdm_output_projection_trains_at_the_full_rate():
     assert weight.detach().norm().item() > 20 * lamb_bound
 
 
-def test_param_groups_excludes_norms_biases_embeddings():
+def test_param_groups_exclude_the_names_given():
+    """The exclusions are the names given (HPDM's no_weight_decay_names): no weight decay, no layer
+    adaptation; build_optimizer takes them from the model, and a module without them has none."""
+    from hpdm.trainers.lamb import build_optimizer
+
     m = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.LayerNorm(4))
-    groups = param_groups(m, 0.01)
-    decayed = {id(p) for p in groups[0]["params"]}
-    assert decayed == {id(m[1].weight)}
+    groups = param_groups(m, 0.01, {"0.weight", "1.bias", "2.weight", "2.bias"})
+    assert {id(p) for p in groups[0]["params"]} == {id(m[1].weight)}
+    assert groups[0]["weight_decay"] == 0.01 and groups[0]["layer_adaptation"] is True
     assert groups[1]["weight_decay"] == 0.0 and groups[1]["layer_adaptation"] is False
-    # An explicit exclusion list (HPDM's no_weight_decay_names) wins over the heuristics.
-    groups = param_groups(m, 0.01, no_decay={"1.bias"})
-    assert len(groups[0]["params"]) == 4
+    assert len(param_groups(m, 0.01, ())) == 1
+    assert len(build_optimizer(m).param_groups) == 1
+
+    m.no_weight_decay_names = lambda: {"1.bias"}
+    decayed, excluded = build_optimizer(m).param_groups
+    assert len(decayed["params"]) == 4 and [id(p) for p in excluded["params"]] == [id(m[1].bias)]
 
 
 def test_warmup_cosine_shape():

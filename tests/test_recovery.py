@@ -16,8 +16,8 @@ import torch
 
 from hpdm.trainers.checkpoint import list_checkpoints
 from hpdm.trainers.lock import LOCK_FILE
-from test_checkpoint import flip_bit_in_payload
-from test_train_helpers import REPO, assert_tree_equal, ckpt_dir, env, load_ckpt, run, train_cmd, write_gin
+from train_helpers import flip_bit_in_payload
+from train_helpers import REPO, assert_tree_equal, ckpt_dir, env, load_ckpt, run, train_cmd, write_gin
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(tmp_
     gin_file = write_gin(tmp_path)
     work = tmp_path / "w"
     # No periodic checkpoint before the last step: a checkpoint before it can only be the stop's.
-    cmd = train_cmd(gin_file, work, "CHECKPOINT_EVERY=6", "Trainer.step_delay=0.3")
+    cmd = train_cmd(gin_file, work, "CHECKPOINT_EVERY=6", faults={"step_delay": 0.3})
     with Background(cmd) as training:
         training.wait_for(lambda: "step 2/6 |" in training.text)
         os.kill(training.proc.pid, signal.SIGTERM)
@@ -103,7 +103,7 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(tmp_
 def test_second_run_is_refused_and_a_killed_runs_lock_is_taken_over(tmp_path, reference):
     gin_file = write_gin(tmp_path)
     work = tmp_path / "w"
-    cmd = train_cmd(gin_file, work, "Trainer.step_delay=0.4")
+    cmd = train_cmd(gin_file, work, faults={"step_delay": 0.4})
     with Background(cmd) as first:
         first.wait_for(lambda: os.path.isdir(ckpt_dir(work, 2)))
         # Frozen, it still holds the lock however long the second run takes to start.
@@ -148,9 +148,16 @@ def test_all_checkpoints_unreadable_is_refused_unless_restarting_from_scratch(tm
     assert_same_run(original, load_ckpt(work, 2))
 
 
-def test_a_config_saved_before_inject_signal_existed_is_the_same_run():
-    from hpdm.trainers.loop import _later_additions
+def test_a_config_that_binds_the_retired_fault_arguments_still_parses(tmp_path):
+    """Earlier versions recorded Trainer.inject_nan_at_steps / inject_signal / step_delay (test hooks,
+    gone from the trainer) in every config.gin: such a workdir resumes from its saved config alone."""
+    import gin
 
-    saved = "# Parameters for Trainer:\nTrainer.train_steps = 6\n"
-    current = "# Parameters for Trainer:\nTrainer.inject_signal = None\nTrainer.train_steps = 6\n"
-    assert _later_additions(saved, current) == ["Trainer.inject_signal = None"]
+    from hpdm import gin_utils
+    from hpdm.trainers.command import parse_config
+
+    retired = "Trainer.inject_nan_at_steps = ()\nTrainer.inject_signal = None\nTrainer.step_delay = 0.0\n"
+    (tmp_path / "config.gin").write_text(f"import hpdm.trainers.loop\n{retired}Trainer.train_steps = 6\n")
+    with gin_utils.isolated_config():
+        parse_config(str(tmp_path))
+        assert gin.query_parameter("Trainer.train_steps") == 6

@@ -14,8 +14,8 @@ from importlib import metadata
 import pytest
 
 from hpdm.trainers import run_record
-from test_evaluate import detectors, random_videos, run_eval, write_folder  # noqa: F401 (a fixture)
-from test_train_helpers import REPO, run, train_cmd, write_gin
+from eval_helpers import detectors, random_videos, run_eval, write_folder  # noqa: F401 (a fixture)
+from train_helpers import REPO, run, train_cmd, write_gin
 
 RECORD_KEYS = {"time", "hpdm_version", "git_commit", "git_dirty", "python", "packages", "argv", "world_size"}
 PACKAGE_KEYS = {"torch", "transformers", "torchdata", "gin-config", "opencv", "numpy"}
@@ -59,7 +59,7 @@ def test_training_writes_a_record_and_a_resume_appends_one(tmp_path):
     _check_record(first)
     assert first["start_step"] == 0
     assert first["argv"][1:] == first_cmd[3:]  # argv[0] is the module's file under `python -m`
-    assert first["argv"][0].endswith(os.path.join("hpdm", "trainers", "train.py"))
+    assert first["argv"][0].endswith(os.path.join("hpdm", "cli", "train.py"))
 
     # Resumed from step 2 with a longer schedule: the first record stays as it was.
     resume_cmd = train_cmd(gin_file, work, "TRAIN_STEPS=4", extra_flags=["--allow_config_override"])

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from test_train_helpers import load_ckpt, run, train_cmd, write_gin
+from train_helpers import load_ckpt, run, train_cmd, write_gin
 
 
 @pytest.fixture(scope="module")

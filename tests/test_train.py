@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_checkpoint import flip_bit_in_payload
-from test_train_helpers import assert_tree_equal, ckpt_dir, env, load_ckpt, run, train_cmd, write_gin, REPO
+from train_helpers import flip_bit_in_payload
+from train_helpers import assert_tree_equal, ckpt_dir, env, load_ckpt, run, train_cmd, write_gin, REPO
 
 
 def _scalars(workdir, tag) -> dict:
@@ -30,11 +30,11 @@ def _scalars(workdir, tag) -> dict:
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     gin_file = write_gin(tmp_path)
     # The same command for both runs; the delay only gives the test time to kill mid-run.
-    params = ("Trainer.step_delay=0.4",)
+    delay = {"step_delay": 0.4}
     full, killed = tmp_path / "full", tmp_path / "killed"
-    run(train_cmd(gin_file, full, *params))
+    run(train_cmd(gin_file, full, faults=delay))
     proc = subprocess.Popen(
-        train_cmd(gin_file, killed, *params), cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        train_cmd(gin_file, killed, faults=delay), cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         deadline = time.time() + 180
@@ -49,7 +49,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
     assert not os.path.isdir(ckpt_dir(killed, 6))
-    _, _, err = run(train_cmd(gin_file, killed, *params))
+    _, _, err = run(train_cmd(gin_file, killed, faults=delay))
     assert "Resumed from" in err
     a, b = load_ckpt(full, 6), load_ckpt(killed, 6)
     for x, y in zip(a[:2], b[:2]):
@@ -60,7 +60,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     assert_tree_equal(a[2]["scheduler"], b[2]["scheduler"], "scheduler")
     assert a[2]["step"] == b[2]["step"] == 6
     # Running the finished command again is a no-op resume.
-    _, _, err = run(train_cmd(gin_file, killed, *params))
+    _, _, err = run(train_cmd(gin_file, killed, faults=delay))
     assert "Nothing to do" in err
 
 
@@ -86,35 +86,34 @@ def test_tensorboard_events_and_gif_samples(tmp_path):
 
 def test_sampler_bindings_reach_the_saved_config(tmp_path):
     """A run that never samples still records its sampler settings, so hpdm-sample uses them."""
-    import gin
-
     from hpdm.core import load_pretrained
-    from hpdm.samplers import SamplingSteps, OverlapSampler
+    from hpdm.trainers.config_diff import FULL_CONFIG_HEADER
 
     gin_file = write_gin(tmp_path, "SamplingSteps.num_steps = [3, 2]\nOverlapSampler.overlap = 'hw'")
     work = tmp_path / "w"
     run(train_cmd(gin_file, work, "TRAIN_STEPS=1", "SAMPLE_EVERY=0"))
     with open(os.path.join(str(work), "config.gin")) as f:
         saved = f.read()
+    assert saved.startswith(FULL_CONFIG_HEADER)
     assert "SamplingSteps.num_steps = [3, 2]" in saved
     assert "OverlapSampler.overlap = 'hw'" in saved
-    # A run saved before sampler bindings were recorded resumes without a config conflict, and its
-    # config.gin gains them; any other difference still conflicts.
-    old = re.sub(r"# Parameters for (SamplingSteps|OverlapSampler):\n.*?\n\n", "", saved, flags=re.S)
-    assert "SamplingSteps.num_steps" not in old and "HPDM.token_dim" in old
+    # A run saved by an earlier version (its operative config: no header, no sampler sections, the
+    # trainer's retired fault-injection arguments) resumes without a config conflict, and its
+    # config.gin becomes this version's; any other difference still conflicts.
+    old = re.sub(r"# Parameters for (SamplingSteps|OverlapSampler):\n.*?\n\n", "", saved[len(FULL_CONFIG_HEADER) + 1 :], flags=re.S)
+    old = old.replace("Trainer.train_steps", "Trainer.inject_signal = None\nTrainer.step_delay = 0.0\nTrainer.train_steps")
+    assert "SamplingSteps.num_steps" not in old and "HPDM.token_dim" in old and "Trainer.step_delay" in old
     with open(os.path.join(str(work), "config.gin"), "w") as f:
         f.write(old)
-    run(train_cmd(gin_file, work, "TRAIN_STEPS=1", "SAMPLE_EVERY=0"))
+    _, _, err = run(train_cmd(gin_file, work, "TRAIN_STEPS=1", "SAMPLE_EVERY=0"))
+    assert "what this version records and the run's config predates" in err and "SamplingSteps.num_steps" in err
     with open(os.path.join(str(work), "config.gin")) as f:
         assert f.read() == saved
     code, _, err = run(train_cmd(gin_file, work, "TRAIN_STEPS=1", "SAMPLE_EVERY=0", "Lamb.lr=0.001"), check=False)
-    assert code != 0 and "differs from the one saved" in err
-    try:
-        load_pretrained(str(work))
-        assert SamplingSteps().num_steps == [3, 2]
-        assert OverlapSampler().overlap == "hw"
-    finally:
-        gin.clear_config()
+    assert code != 0 and "differs from the one saved" in err and "Lamb.lr" in err
+    _, config = load_pretrained(str(work))
+    assert config.query("SamplingSteps.num_steps") == [3, 2]
+    assert config.query("OverlapSampler.overlap") == "hw"
 
 
 def test_bad_gin_binding_names_it(tmp_path):
@@ -173,13 +172,13 @@ def test_corrupt_newest_checkpoint_falls_back(tmp_path):
 def test_nonfinite_loss_skipped_then_clean_stop(tmp_path):
     gin_file = write_gin(tmp_path)
     one = tmp_path / "one"
-    run(train_cmd(gin_file, one, "TRAIN_STEPS=3", "Trainer.inject_nan_at_steps=[1]"))
+    run(train_cmd(gin_file, one, "TRAIN_STEPS=3", faults={"nan_at_steps": [1]}))
     assert load_ckpt(one, 3)[2]["skipped_steps"] == 1
 
     stop = tmp_path / "stop"
     code, _, err = run(
-        train_cmd(gin_file, stop, "CHECKPOINT_EVERY=1", "Trainer.inject_nan_at_steps=[2, 3, 4]",
-                  "Trainer.max_consecutive_skips=3"),
+        train_cmd(gin_file, stop, "CHECKPOINT_EVERY=1", "Trainer.max_consecutive_skips=3",
+                  faults={"nan_at_steps": [2, 3, 4]}),
         check=False,
     )
     assert code != 0 and "NonFiniteLossError" in err and "3 consecutive non-finite steps" in err
@@ -227,8 +226,8 @@ def test_class_count_from_folder_data_trains_and_samples(tmp_path):
     """HPDM.num_classes unset: the model takes the folder's 3 classes, config.gin records them, the
     same command resumes without a config conflict and hpdm-sample rebuilds the model; a count that
     disagrees with the data names the binding to fix."""
-    from test_data_fixtures import make_video_tree
-    from test_train_helpers import TINY_GIN
+    from data_fixtures import make_video_tree
+    from train_helpers import TINY_GIN
 
     make_video_tree(str(tmp_path / "videos"))
     folder = f"build_train_loader.source = @VideoFolder()\nVideoFolder.root = '{tmp_path / 'videos'}'\n"

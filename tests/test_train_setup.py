@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hpdm import gin_utils
-from test_train_helpers import write_gin
+from train_helpers import write_gin
 
 
 @pytest.fixture
@@ -59,7 +59,9 @@ def test_loader_draws_nothing_from_the_global_rng(clean_state, tmp_path):
 def test_setup_tf32_off_initial_weights_and_preview_settings(clean_state, tmp_path):
     from hpdm.core import HPDM
     from hpdm.samplers import sample_videos
-    from hpdm.trainers.loop import Trainer, preview_share, seed_everything
+    from hpdm.trainers.loop import Trainer
+    from hpdm.trainers.preview import preview_share
+    from hpdm.trainers.rng import seed_everything
 
     gin_utils.parse(
         [write_gin(tmp_path)],
@@ -112,7 +114,7 @@ def test_preview_is_shared_by_the_ranks(tmp_path):
     """Two ranks (gloo on CPU): each samples its share of the previews, rank 0 logs all of them."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from test_distributed import torchrun
+    from train_helpers import torchrun
 
     gin_file = write_gin(tmp_path, "Trainer.num_samples = 3\nTrainer.preview_steps = [1]\nTrainer.preview_overlap = ''")
     work = tmp_path / "w"
@@ -129,7 +131,7 @@ def test_num_classes_from_the_data(clean_state):
     import types
 
     import hpdm.core  # noqa: F401  (registers HPDM with gin)
-    from hpdm.trainers.loop import bind_num_classes_from_data, check_num_classes
+    from hpdm.trainers.classes import bind_num_classes_from_data, check_num_classes
 
     three, none = types.SimpleNamespace(num_classes=3), object()
     bind_num_classes_from_data(three)
@@ -152,32 +154,65 @@ def test_num_classes_from_the_data(clean_state):
     check_num_classes(three, types.SimpleNamespace(num_classes=0))  # unconditional on labelled data is allowed
 
 
-def test_a_config_saved_before_later_recorded_settings_is_the_same_run():
-    """Resuming a run whose config.gin predates the sampler / matmul-precision sections and the
-    preview arguments is no configuration conflict; any other difference still is."""
-    from hpdm.trainers.loop import _later_additions
+def _config(*lines: str, full: bool = True) -> str:
+    from hpdm.trainers.config_diff import FULL_CONFIG_HEADER
 
-    current = "\n".join(
-        [
-            "# Parameters for HPDM:",
-            "HPDM.token_dim = 16",
-            "",
-            "# Parameters for set_matmul_precision:",
-            "set_matmul_precision.tf32 = True",
-            "",
-            "# Parameters for Trainer:",
-            "Trainer.preview_overlap = None",
-            "Trainer.preview_steps = None",
-            "Trainer.train_steps = 6",
-            "",
-        ]
-    )
-    saved = "\n".join(["# Parameters for HPDM:", "HPDM.token_dim = 16", "", "# Parameters for Trainer:", "Trainer.train_steps = 6", ""])
-    assert _later_additions(saved, current) == [
-        "set_matmul_precision",
-        "Trainer.preview_overlap = None",
+    return "\n".join([FULL_CONFIG_HEADER] * full + list(lines) + [""])
+
+
+def test_configs_are_compared_by_the_values_they_give_each_parameter():
+    """A binding equal to the parameter's default is the same as none; any other value, bound on one
+    side only or differently on both, is a difference, also through a macro."""
+    import hpdm.core  # noqa: F401  (registers the configurables whose defaults are compared)
+    import hpdm.trainers.loop  # noqa: F401
+    from hpdm.trainers.config_diff import compare
+
+    saved = _config("STEPS = 6", "HPDM.token_dim = 16", "Trainer.log_every = 10", "Trainer.train_steps = %STEPS")
+    assert compare(saved, saved).same_run
+    assert compare(saved, _config("STEPS = 6", "HPDM.token_dim = 16", "Trainer.train_steps = %STEPS")).same_run
+    for current, named in [
+        (_config("STEPS = 7", "HPDM.token_dim = 16", "Trainer.train_steps = %STEPS"), "-STEPS = 6"),
+        (_config("STEPS = 6", "Trainer.train_steps = %STEPS"), "-HPDM.token_dim = 16"),
+        (saved + "EMA.warmup = False\n", "+EMA.warmup = False"),
+    ]:
+        diff = compare(saved, current)
+        assert not diff.same_run and named in diff.changed, diff
+        assert not diff.added
+
+
+def test_an_operative_config_of_an_earlier_version_is_the_same_run():
+    """Earlier versions saved gin's operative config (no header): every parameter of what had been
+    called, defaults included, nothing of what had not, and arguments the trainer has since lost.
+    Resuming such a run under the same settings is no conflict: bindings of parts it never recorded
+    are additions and retired arguments are left out; a changed value still conflicts."""
+    import hpdm.core  # noqa: F401
+    import hpdm.samplers  # noqa: F401
+    import hpdm.trainers.loop  # noqa: F401
+    from hpdm.trainers.config_diff import compare
+
+    saved = _config(
+        "# Parameters for HPDM:",
+        "HPDM.channels = 3",
+        "HPDM.token_dim = 16",
+        "",
+        "# Parameters for Trainer:",
+        "Trainer.inject_signal = None",
         "Trainer.preview_steps = None",
-    ]
-    assert _later_additions(current, current) == []
-    assert _later_additions(saved.replace("= 6", "= 7"), current) is None
-    assert _later_additions(saved, current.replace("preview_steps = None", "preview_steps = [2]")) is None
+        "Trainer.step_delay = 0.0",
+        "Trainer.train_steps = 6",
+        full=False,
+    )
+    current = _config(
+        "HPDM.token_dim = 16",
+        "SamplingSteps.num_steps = [3, 2]",
+        "set_matmul_precision.tf32 = False",
+        "Trainer.train_steps = 6",
+    )
+    diff = compare(saved, current)
+    assert diff.same_run, diff.changed
+    assert diff.added == ["SamplingSteps.num_steps = [3, 2]", "set_matmul_precision.tf32 = False"]
+    assert diff.retired == ["Trainer.inject_signal = None", "Trainer.step_delay = 0.0"]
+    # What the old config recorded, at its default then, set to something else now is a change.
+    diff = compare(saved, current + "Trainer.preview_steps = [2]\n")
+    assert diff.changed == ["-Trainer.preview_steps = None", "+Trainer.preview_steps = [2]"]
+    assert not compare(saved.replace("= 6", "= 7"), current).same_run

@@ -2,11 +2,14 @@
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 
 import torch
 from safetensors.torch import load_file
+
+from faults import command as faults_command
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,8 +54,11 @@ def write_gin(tmp_path, extra: str = "", name: str = "tiny.gin") -> str:
     return path
 
 
-def train_cmd(gin_file, workdir, *params, extra_flags=()):
-    cmd = [sys.executable, "-m", "hpdm.cli.train", f"--gin_file={gin_file}", f"--workdir={workdir}"]
+def train_cmd(gin_file, workdir, *params, extra_flags=(), faults=None):
+    """hpdm-train's command line; with ``faults`` (``faults.Faults``' fields) it runs through
+    tests/faults.py, which injects them."""
+    start = faults_command(faults) if faults else [sys.executable, "-m", "hpdm.cli.train"]
+    cmd = [*start, f"--gin_file={gin_file}", f"--workdir={workdir}"]
     cmd += [f"--gin_param={p}" for p in params]
     return cmd + list(extra_flags)
 
@@ -102,3 +108,35 @@ def assert_tree_equal(a, b, path="state"):
             assert_tree_equal(x, y, f"{path}[{i}]")
     else:
         assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def flip_bit_in_payload(path):
+    """Flip one bit in the middle of a file's payload: a safetensors file's tensor bytes (past its
+    JSON header, so the file still parses), or the middle of state.pt."""
+    with open(path, "r+b") as f:
+        raw = f.read()
+        start = 8 + struct.unpack("<Q", raw[:8])[0] if path.endswith(".safetensors") else 0
+        offset = (start + len(raw)) // 2
+        f.seek(offset)
+        f.write(bytes([raw[offset] ^ 0x01]))
+
+
+def torchrun_status(gin_file, workdir, mixin, *params, faults=None, timeout=300) -> tuple[int, str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += train_cmd(gin_file, workdir, *params, faults=faults)[1:] + [f"--gin_file={mixin}"]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the process group this test started (torchrun + its workers)
+        out, err = proc.communicate()
+        raise AssertionError(f"torchrun timed out\n{err[-4000:]}")
+    return proc.returncode, err
+
+
+def torchrun(gin_file, workdir, mixin, *params, faults=None, timeout=300):
+    code, err = torchrun_status(gin_file, workdir, mixin, *params, faults=faults, timeout=timeout)
+    assert code == 0, err[-6000:]
+    return err

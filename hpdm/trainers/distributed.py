@@ -21,6 +21,7 @@ reads them back when resuming.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -128,11 +129,47 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+class ModelHandle:
+    """What the loss sees: calls go through the (DDP) wrapper, attributes come from the plain model.
+
+    ``diffusion_loss`` reads ``model.schedule`` and calls ``model(...)``; a DDP wrapper has no
+    ``schedule``, and calling the plain module would bypass DDP's gradient hooks.
+    """
+
+    def __init__(self, wrapped: nn.Module, plain: nn.Module):
+        self._wrapped, self._plain = wrapped, plain
+
+    def __call__(self, *args, **kwargs):
+        return self._wrapped(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._plain, name)
+
+
+def gradient_sync(wrapped: nn.Module, enabled: bool):
+    """A context for one backward pass that synchronises gradients over ranks only when ``enabled``
+    (the last micro-batch of an accumulated step): DDP's ``no_sync`` otherwise, and FSDP2's switch."""
+    if hasattr(wrapped, "set_requires_gradient_sync"):
+        wrapped.set_requires_gradient_sync(enabled)
+    if not enabled and isinstance(wrapped, nn.parallel.DistributedDataParallel):
+        return wrapped.no_sync()
+    return contextlib.nullcontext()
+
+
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         t = t.clone()
         dist.all_reduce(t)
         t /= dist.get_world_size()
+    return t
+
+
+def sum_over_ranks(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The sum of ``t`` over ranks, on the CPU (``t`` itself in a single process)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.clone().to(device)
+        dist.all_reduce(t)
+        return t.cpu()
     return t
 
 

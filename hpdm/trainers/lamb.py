@@ -16,7 +16,8 @@ at step ``t``::
 Two per-group switches keep the usual exclusions: ``weight_decay`` (0 for norms, biases, embeddings
 and latents) and ``layer_adaptation`` (``trust = 1``). Following the reference TensorFlow LAMB that
 RIN used, :func:`param_groups` excludes the same tensors from both: a trust ratio is meaningless for
-a bias or a norm gain whose norm says nothing about the layer's scale.
+a bias or a norm gain whose norm says nothing about the layer's scale. Which tensors those are is the
+model's to say (``HPDM.no_weight_decay_names``); there is no second rule here.
 
 The update runs on the local tensors, so it works unchanged on DDP replicas. Under FSDP the norms
 hold only the local shard, so ``_norm`` all-reduces the squared norms over the shard group and the
@@ -148,20 +149,14 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_decay: Iterable[str] | None = None) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, no_decay: Iterable[str]) -> list[dict]:
     """Split parameters into decayed and excluded groups (paper Table 8: decay 0.01).
 
-    Excluded (no weight decay, no layer adaptation): the names in ``no_decay`` when given (HPDM
-    provides ``model.no_weight_decay_names()``: norms, biases, embeddings, latents); otherwise the
-    parameters of embedding and normalisation modules, every tensor with at most one dimension, and
-    names containing ``bias``, ``embed`` or ``latent``. Parameter names are
-    those of the plain module (wrappers must be applied after the groups are built, or the names
-    must be stripped of their prefixes).
+    Excluded (no weight decay, no layer adaptation): the parameters named in ``no_decay``; HPDM
+    names them in ``model.no_weight_decay_names()`` (norms, biases, embeddings, latents, and the
+    zero-initialised output projections). Parameter names are those of the plain module (wrappers
+    must be applied after the groups are built, or the names must be stripped of their prefixes).
     """
-    if no_decay is None and hasattr(model, "no_weight_decay_names"):
-        no_decay = model.no_weight_decay_names()
-    if no_decay is None:
-        no_decay = _default_no_decay(model)
     no_decay = set(no_decay)
     decay, excluded = [], []
     for name, p in model.named_parameters():
@@ -175,29 +170,17 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay: Iterable[str] 
     return groups
 
 
-_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm, nn.Embedding)
-
-
-def _default_no_decay(model: nn.Module) -> set[str]:
-    names = set()
-    for mod_name, mod in model.named_modules():
-        if isinstance(mod, _NORMS):
-            names.update(f"{mod_name}.{n}" if mod_name else n for n, _ in mod.named_parameters(recurse=False))
-    for name, p in model.named_parameters():
-        lowered = name.lower()
-        if p.ndim <= 1 or any(k in lowered for k in ("bias", "embed", "latent")):
-            names.add(name)
-    return names
-
-
 @gin.configurable
 def build_optimizer(model: nn.Module, optimizer_cls=Lamb, weight_decay: float = 0.01) -> torch.optim.Optimizer:
     """Build the optimiser over :func:`param_groups` of ``model`` (gin: ``build_optimizer.optimizer_cls``).
 
+    The exclusions are the model's own ``no_weight_decay_names()``; a module without that method
+    (a test's toy model) has none: every parameter is decayed and layer-adapted.
     ``optimizer_cls`` may be any torch optimiser class (``@torch.optim.AdamW`` with ``import
     gin.torch``); the LR, betas etc. are bound on the class itself (``Lamb.lr = 0.005``).
     """
-    groups = param_groups(model, weight_decay)
+    names = getattr(model, "no_weight_decay_names", None)
+    groups = param_groups(model, weight_decay, names() if names is not None else ())
     if not issubclass(optimizer_cls, Lamb):
         for g in groups:
             g.pop("layer_adaptation", None)

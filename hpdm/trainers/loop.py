@@ -1,8 +1,11 @@
 """The training loop (paper Sec. 4.6, Appendix C Table 8, Appendix D).
 
-One optimiser step: ``grad_accum`` micro-batches per rank, the joint hierarchical loss (Eq. 4),
-gradient clipping, LAMB, the warm-up + cosine LR schedule, the EMA. Around it: exact resume,
-checkpoints, TensorBoard, the console progress line, and samples every ``sample_every`` steps.
+One optimiser step is four phases, each handing a small record (``hpdm.trainers.stats``) to the
+next: ``draw`` the per-sample randomness of each micro-batch, ``accumulate`` the joint hierarchical
+loss (Eq. 4) and its gradients over ``grad_accum`` micro-batches per rank, ``apply_update`` (gradient
+clipping, LAMB, the warm-up + cosine LR schedule, the EMA), and every ``log_every`` steps ``log``
+(TensorBoard and the console progress line). Around the steps: exact resume, checkpoints, and
+preview samples every ``sample_every`` steps.
 
 What clusters do to a run is survived: SIGTERM / SIGINT stop it after the current step with a
 checkpoint (``hpdm.trainers.stop``); one run at a time holds the workdir (``hpdm.trainers.lock``);
@@ -11,26 +14,19 @@ than silently restarted; a resume on another number of ranks continues the globa
 allowed config override takes effect from the resumed step (optimiser settings, LR schedule).
 
 Randomness that shapes a step is drawn *per sample* from a generator keyed by ``(seed, step,
-position of the sample in the global batch)``: the noise levels, the noise, and the conditioning
-dropout. The data loader shards strided by rank, so sample ``j`` of rank ``r`` in micro-batch ``m``
-sits at ``world * (m * micro_batch + j) + r`` of the global batch. With the loss normalised by the
-global number of loss terms, a run on W ranks with A accumulation steps computes the same update as
-one process with the whole global batch (up to float summation order), and a resumed run redraws
-exactly what the uninterrupted one drew.
+position of the sample in the global batch)`` (``hpdm.trainers.rng``): the noise levels, the noise,
+and the conditioning dropout. The data loader shards strided by rank, so sample ``j`` of rank ``r``
+in micro-batch ``m`` sits at ``world * (m * micro_batch + j) + r`` of the global batch. With the loss
+normalised by the global number of loss terms, a run on W ranks with A accumulation steps computes
+the same update as one process with the whole global batch (up to float summation order), and a
+resumed run redraws exactly what the uninterrupted one drew.
 """
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import hashlib
 import inspect
 import math
 import os
-import random
-import re
-import signal
-import struct
 import time
 import warnings
 from typing import Callable, Optional, Sequence
@@ -45,86 +41,24 @@ from hpdm import gin_utils
 from hpdm.core.loss import level_term_weights
 from hpdm.progress import format_duration
 from hpdm.trainers import checkpoint as ckpt
+from hpdm.trainers import config_diff
 from hpdm.trainers import distributed as hdist
-from hpdm.trainers import run_record
+from hpdm.trainers import rng, run_record
+from hpdm.trainers.classes import bind_num_classes_from_data, check_num_classes
 from hpdm.trainers.ema import EMA
 from hpdm.trainers.lamb import build_optimizer
 from hpdm.trainers.lock import WorkdirLock, WorkdirLockedError
 from hpdm.trainers.lr_schedule import warmup_cosine
+from hpdm.trainers.preview import preview_share, sample_previews
+from hpdm.trainers.stats import Draws, LogWindow, LossSums, StepStats, Update
 from hpdm.trainers.stop import StopRequests, TrainingStopped, exit_status, signal_name
-
-_SALT_STEP = 0x5EED
-_SALT_PREVIEW = 0x9E7
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive non-finite losses or gradients."""
 
 
-class ConfigConflictError(RuntimeError):
-    """A resumed run was started with a configuration that differs from the saved one."""
-
-
-def derive_seed(*parts: int) -> int:
-    digest = hashlib.blake2b(struct.pack(f"<{len(parts)}q", *[int(p) for p in parts]), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
-# ---------------------------------------------------------------------------- RNG state (exact resume)
-
-
-def rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        # Python's state is (version, tuple of ints, gauss): plain containers are weights_only-safe.
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (1 << 32))
-    torch.manual_seed(seed)
-
-
 # ---------------------------------------------------------------------------- helpers
-
-
-class _ModelHandle:
-    """What the loss sees: calls go through the (DDP) wrapper, attributes come from the plain model.
-
-    ``diffusion_loss`` reads ``model.schedule`` and calls ``model(...)``; a DDP wrapper has no
-    ``schedule``, and calling the plain module would bypass DDP's gradient hooks.
-    """
-
-    def __init__(self, wrapped: nn.Module, plain: nn.Module):
-        self._wrapped, self._plain = wrapped, plain
-
-    def __call__(self, *args, **kwargs):
-        return self._wrapped(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._plain, name)
 
 
 def _call_with_supported(fn: Callable, **kwargs):
@@ -162,96 +96,6 @@ def _default_sample_fn():
     except ImportError:  # the sampler is optional for training
         return None
     return sample_videos
-
-
-def _record_sampler_config() -> None:
-    """Call the gin-configured sampler parts once, so that their bindings enter the operative config.
-
-    gin's operative config lists only configurables that have been called. Without this, a run's
-    sampler settings (``SamplingSteps``, ``OverlapSampler``) reach ``config.gin`` only if a preview
-    was sampled before it was written, and ``hpdm-sample`` on the run or its export silently fell
-    back to the paper's defaults (128 / 64 / 32 steps whatever the config said).
-    """
-    try:
-        from hpdm.samplers import SamplingSteps, OverlapSampler
-    except ImportError:  # the sampler is optional for training
-        return
-    SamplingSteps()
-    OverlapSampler()
-
-
-# What newer versions record in config.gin that older runs' configs lack: whole sections (the sampler
-# settings, which _record_sampler_config adds, and the matmul precision) and trainer arguments whose
-# default keeps the older behaviour. A saved config that differs only by these is the same run.
-_LATER_SECTIONS = ("SamplingSteps", "OverlapSampler", "set_matmul_precision")
-_LATER_LINES = ("Trainer.inject_signal = None", "Trainer.preview_overlap = None", "Trainer.preview_steps = None")
-
-
-def _later_additions(saved: str, current: str) -> list[str] | None:
-    """What ``current`` adds to ``saved`` if that is only ``_LATER_SECTIONS`` / ``_LATER_LINES``
-    (missing from ``saved``), else None."""
-
-    def split(config: str) -> tuple[list[str], list[str]]:
-        kept, added = [], []
-        for section in re.split(r"\n(?=# Parameters for )", config):
-            header = re.match(r"# Parameters for (\S+):", section)
-            if header and header.group(1) in _LATER_SECTIONS:
-                added.append(header.group(1))
-                continue
-            lines = section.split("\n")
-            added += [line for line in lines if line in _LATER_LINES]
-            kept.append("\n".join(line for line in lines if line not in _LATER_LINES))
-        return kept, added
-
-    saved_rest, saved_added = split(saved)
-    current_rest, current_added = split(current)
-    if saved_rest != current_rest or not set(saved_added) <= set(current_added):
-        return None
-    return [a for a in current_added if a not in saved_added]
-
-
-def bind_num_classes_from_data(loader) -> None:
-    """Bind ``HPDM.num_classes`` to the data's class count when the config leaves it unset or None.
-
-    A config on a folder of class subfolders then need not count them. The count is bound like any
-    other binding, so it enters ``config.gin`` and ``hpdm-sample`` (or an export) rebuilds the same
-    model; a resumed run whose data gained a class stops with a config diff naming the count.
-    """
-    from hpdm.core import HPDM  # noqa: F401  (registers HPDM with gin before the query)
-
-    try:
-        bound, unset = gin.query_parameter("HPDM.num_classes"), False
-    except ValueError:  # not bound: HPDM's own default (0) would silently make the model unconditional
-        bound, unset = None, True
-    if bound is not None:
-        return
-    count = getattr(loader, "num_classes", None)
-    if count is None:
-        if unset:  # a loader without classes: HPDM's default stands
-            return
-        raise ValueError(
-            f"HPDM.num_classes = None takes the class count from the data, but the loader "
-            f"({type(loader).__name__}) reports none: set HPDM.num_classes"
-        )
-    with gin.unlock_config():  # parsing locked the config; this binding completes it
-        gin.bind_parameter("HPDM.num_classes", int(count))
-    logging.info("HPDM.num_classes = %d, from the data", int(count))
-
-
-def check_num_classes(loader, model: nn.Module) -> None:
-    """The model's classes must be the data's (labels past the model's count index its null class)."""
-    data = getattr(loader, "num_classes", None)
-    built = int(getattr(model, "num_classes", 0) or 0)
-    if data is not None and built and int(data) != built:
-        raise ValueError(
-            f"the data has {data} classes but the model was built for {built}: set "
-            f"HPDM.num_classes = {data}, or None to take the count from the data"
-        )
-
-
-def preview_share(num_samples: int, rank: int, world_size: int) -> list[int]:
-    """Indices of the preview videos rank ``rank`` samples: every ``world_size``-th one from ``rank``."""
-    return list(range(rank, num_samples, world_size))
 
 
 def _atomic_write_text(path: str, text: str) -> None:
@@ -328,10 +172,6 @@ class Trainer:
             file; used only when the workdir has no checkpoint yet.
         init_from_ema: take the EMA weights of ``init_from``.
         text_encoder_fn: builds a ``TextEncoder`` when batches carry captions.
-        inject_nan_at_steps: fault injection for tests: make the loss NaN at these steps.
-        inject_signal: fault injection for tests: ``(step, 'SIGTERM')`` makes rank 0 send itself the
-            signal once that step is done (the other ranks learn of it only through the stop vote).
-        step_delay: seconds to sleep after each step (tests use it to kill a run mid-way).
     """
 
     def __init__(
@@ -368,9 +208,6 @@ class Trainer:
         init_from: Optional[str] = None,
         init_from_ema: bool = True,
         text_encoder_fn: Optional[Callable] = None,
-        inject_nan_at_steps: Sequence[int] = (),
-        inject_signal: Optional[Sequence] = None,
-        step_delay: float = 0.0,
     ):
         self.workdir = workdir
         self.seed = int(seed)
@@ -400,9 +237,6 @@ class Trainer:
         self.activation_checkpointing = activation_checkpointing
         self.init_from, self.init_from_ema = init_from, init_from_ema
         self.text_encoder_fn = text_encoder_fn
-        self.inject_nan_at_steps = {int(s) for s in inject_nan_at_steps}
-        self.inject_signal = None if inject_signal is None else (int(inject_signal[0]), str(inject_signal[1]))
-        self.step_delay = float(step_delay)
         self.tb, self.loader, self.lock = None, None, None  # what run() closes, however far setup got
         if self.grad_accum < 1:
             raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
@@ -412,9 +246,10 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def setup(self) -> None:
+        """Everything a step needs, in order: ranks, the workdir's lock, data, model (restored or
+        fine-tuned), optimisation, and the run's config checked against the saved one."""
         self.info = hdist.init_distributed()
-        info = self.info
-        per_step = info.world_size * self.grad_accum
+        per_step = self.info.world_size * self.grad_accum
         if self.global_batch % per_step:
             raise ValueError(
                 f"batch_size={self.global_batch} must be divisible by world_size*grad_accum={per_step}"
@@ -422,41 +257,53 @@ class Trainer:
         self.micro_batch = self.global_batch // per_step
         os.makedirs(self.workdir, exist_ok=True)
         self._lock_workdir()
-        self.matmul_precision = hdist.set_matmul_precision(info.device)
+        self.matmul_precision = hdist.set_matmul_precision(self.info.device)
         if self.bf16:
             logging.info("Trainer.bf16: the forward and backward run under bfloat16 autocast")
+        plain = self._build_data_and_model()
+        found = self._load_latest()
+        if found is None and self.init_from:
+            self._init_from(plain)
+        self._build_optimisation(plain)
+        self._start(found)
 
+    def _build_data_and_model(self) -> nn.Module:
+        """The loader, then the seeded model (with the loader's class count where the config leaves it open)."""
+        info = self.info
         # The loader comes first, so that an unset HPDM.num_classes can take the data's class count.
         # Building it draws nothing from the global RNG (tests/test_train_setup.py); seeding again
         # right before the model keeps a seed's initial weights what they were when the model came
         # first (shipped checkpoints and bit-exact resume depend on them).
-        seed_everything(self.seed)
+        rng.seed_everything(self.seed)
         self.loader = self.loader_fn(
             batch_size=self.micro_batch, seed=self.seed, rank=info.rank, world_size=info.world_size
         )
         bind_num_classes_from_data(self.loader)
         # Same seed on every rank: identical initialisation (DDP broadcasts anyway; FSDP2 shards
         # the full tensors each rank built).
-        seed_everything(self.seed)
+        rng.seed_everything(self.seed)
         plain = self.model_fn()
         check_num_classes(self.loader, plain)
         # Checked once here (a wrong count fails before any step); float64 on the CPU like the term counts.
         self.level_w = None
         if self.level_loss_weights is not None:
             self.level_w = level_term_weights(self.level_loss_weights, plain.num_levels)
+        self.loss_kwargs = {} if self.level_w is None else {"level_weights": self.level_w}
         if self.activation_checkpointing:
             if not hasattr(plain, "activation_checkpointing"):
                 raise ValueError(f"{type(plain).__name__} has no activation_checkpointing switch")
             plain.activation_checkpointing = True
-        found = self._load_latest()
-        if found is None and self.init_from:
-            self._init_from(plain)
-        plain.to(info.device)
+        return plain
+
+    def _build_optimisation(self, plain: nn.Module) -> None:
+        """The model on its device and wrapped for the ranks, its EMA, the optimiser and LR schedule,
+        the text encoder and the preview sampler."""
+        plain.to(self.info.device)
         if self.compile:
             plain.compile()
         self.plain = plain
-        self.wrapped = hdist.wrap_model(plain, info)
-        self.model = _ModelHandle(self.wrapped, plain)
+        self.wrapped = hdist.wrap_model(plain, self.info)
+        self.model = hdist.ModelHandle(self.wrapped, plain)
         self.ema = EMA(plain, decay=self.ema_decay)
         self.optimizer = self.optimizer_fn(plain)
         self.configured_groups = _hyperparameters(self.optimizer)  # before the schedule scales the LR
@@ -470,20 +317,23 @@ class Trainer:
         if self.sample_fn is None:
             self.sample_fn = _default_sample_fn()
 
+    def _start(self, found) -> None:
+        """Step 0, or the checkpoint ``found`` restored; then the config written and TensorBoard opened."""
         self.step = 0
         self.skipped_steps = 0
         self.consecutive_skips = 0
         # Compared before resuming (an override changes what is restored), written after (a
         # checkpoint that does not fit the model must not replace the saved config).
+        self.config = config_diff.config_text()
         overridden = self._config_check()
         if found is not None:
             self._resume(*found, overridden=overridden)
         self._save_config()
-        if info.is_main:
+        if self.info.is_main:
             from hpdm.trainers.tb import TBLogger
 
             self.tb = TBLogger(self.workdir)
-            self.tb.text("config", self.operative_config, self.step)
+            self.tb.text("config", self.config, self.step)
 
     def _lock_workdir(self) -> None:
         """Rank 0 holds the workdir's lock for the run; every rank stops if it cannot."""
@@ -543,7 +393,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         ranks = state["ranks"]
         self._resume_data([r["data"] for r in ranks])
-        set_rng_state(ranks[self.info.rank % len(ranks)]["rng"])
+        rng.set_rng_state(ranks[self.info.rank % len(ranks)]["rng"])
         if int(state.get("seed", self.seed)) != self.seed:
             logging.warning("Resuming with --seed=%d; the run was started with %d", self.seed, state["seed"])
         self.skipped_steps = int(state["skipped_steps"])
@@ -590,45 +440,92 @@ class Trainer:
         )
 
     def _config_check(self) -> bool:
-        """Compare the operative config with the one saved in the workdir (DESIGN.md): True when it
-        differs and ``allow_config_override`` lets it replace the saved one; ConfigConflictError when
-        it differs otherwise."""
-        _record_sampler_config()
-        self.operative_config = gin.operative_config_str()
+        """Compare this run's config with the one saved in the workdir (``config_diff``): True when
+        it differs and ``allow_config_override`` lets it replace the saved one; ConfigConflictError
+        when it differs otherwise."""
         path = os.path.join(self.workdir, gin_utils.OPERATIVE_CONFIG)
         if not os.path.isfile(path):
             return False
-        with open(path, encoding="utf-8") as f:
-            saved = f.read()
-        if saved == self.operative_config:
-            return False
-        added = _later_additions(saved, self.operative_config)
-        if added is not None:
-            logging.info("Adding to %s what this version records and the run's config predates: %s", path, ", ".join(added))
-            return False
-        diff = "\n".join(
-            difflib.unified_diff(saved.splitlines(), self.operative_config.splitlines(), "saved", "new", lineterm="", n=0)
-        )
-        if not self.allow_config_override:
-            raise ConfigConflictError(
-                f"the configuration differs from the one saved in {path}:\n{diff}\n"
-                "Run without --gin_file/--gin_param to resume with the saved config, or pass "
-                "--allow_config_override to replace it."
-            )
-        logging.warning("Overriding the saved config (--allow_config_override):\n%s", diff)
-        return True
+        return config_diff.check_resume(path, gin_utils.read_config(path), self.config, self.allow_config_override)
 
     def _save_config(self) -> None:
         if self.info.is_main:
-            _atomic_write_text(os.path.join(self.workdir, gin_utils.OPERATIVE_CONFIG), self.operative_config)
+            _atomic_write_text(os.path.join(self.workdir, gin_utils.OPERATIVE_CONFIG), self.config)
             # Beside config.gin: versions, commit, command line; one entry per start (a resume appends).
             run_record.write(self.workdir, self.info.world_size, start_step=self.step)
 
-    # ------------------------------------------------------------------ one step
+    # ------------------------------------------------------------------ one step: the phases
 
-    def _cond(self, batch: dict, x: torch.Tensor, draws: list) -> Optional[dict]:
+    def train_step(self) -> StepStats:
+        """One optimiser step over the global batch: draw, accumulate, apply_update."""
+        micro_batches = [next(self.loader) for _ in range(self.grad_accum)]
+        draws = [self.draw(batch, m) for m, batch in enumerate(micro_batches)]
+        losses = self.accumulate(micro_batches, draws)
+        return StepStats(losses, self.apply_update(losses))
+
+    def draw(self, batch: dict, micro: int) -> Draws:
+        """Per-sample noise levels, noise, loss mask and condition dropout of micro-batch ``micro``,
+        each sample's keyed by its position in the global batch."""
+        x = batch["x"]
+        b, levels = x.shape[:2]
+        schedule = self.plain.schedule
+        sigmas, masks, noises, drops = [], [], [], []
+        for j in range(b):
+            pos = self.info.world_size * (micro * self.micro_batch + j) + self.info.rank
+            gen = rng.step_generator(self.seed, self.step, pos)
+            sigma, mask = schedule.sample_training_sigmas(1, levels, gen)
+            noises.append(torch.randn(x.shape[1:], generator=gen))
+            drops.append(bool(torch.rand((), generator=gen).item() < self.label_dropout))
+            sigmas.append(sigma[0])
+            masks.append(mask[0])
+        dev = self.info.device
+        return Draws(
+            sigma=torch.stack(sigmas).to(dev, x.dtype),
+            noise=torch.stack(noises).to(dev, x.dtype),
+            loss_mask=torch.stack(masks).to(dev),
+            drop=drops,
+        )
+
+    def accumulate(self, micro_batches: list[dict], draws: list[Draws]) -> LossSums:
+        """Forward and backward over the micro-batches; the gradients add up to those of the global
+        batch's loss (Eq. 4) and the returned sums are this rank's."""
+        # Normalise by the global (weighted) number of loss terms (levels not at context noise), so
+        # the DDP-averaged gradient equals the single-process one whatever the sharding.
+        if self.level_w is None:
+            local_terms = [float(d.loss_mask.sum()) for d in draws]
+        else:
+            local_terms = [float((d.loss_mask.cpu().double() * self.level_w).sum()) for d in draws]
+        local_terms = torch.tensor(local_terms, dtype=torch.float64)
+        total = float(hdist.sum_over_ranks(local_terms.sum().clone(), self.info.device).clamp_min(1.0))
+        loss_sum, level_sum, level_terms = 0.0, None, None
+        for m, (batch, d) in enumerate(zip(micro_batches, draws)):
+            x = batch["x"].to(self.info.device, non_blocking=True)
+            coords = batch["coords"].to(self.info.device, non_blocking=True)
+            cond = self._cond(batch, x, d.drop)
+            last = m == self.grad_accum - 1
+            with hdist.gradient_sync(self.wrapped, last), torch.autocast(
+                self.info.device.type, dtype=torch.bfloat16, enabled=self.bf16
+            ):
+                loss, per_level = self.micro_batch_loss(x, coords, cond, d)
+                weight = float(local_terms[m]) * self.info.world_size / total
+                (loss.float() * weight).backward()
+            loss_sum += loss.detach().float().item() * float(local_terms[m])
+            terms = d.loss_mask.sum(0).double().cpu()
+            pl = per_level.detach().double().cpu() * terms
+            level_sum = pl if level_sum is None else level_sum + pl
+            level_terms = terms if level_terms is None else level_terms + terms
+        return LossSums(loss=loss_sum, level_loss=level_sum, terms=float(local_terms.sum()), level_terms=level_terms)
+
+    def micro_batch_loss(self, x: torch.Tensor, coords: torch.Tensor, cond: Optional[dict], draws: Draws):
+        """``(loss, per_level)`` of one micro-batch under its draws: the configured ``loss_fn``."""
+        return self.loss_fn(
+            self.model, x, coords, cond=cond, sigma=draws.sigma, noise=draws.noise, loss_mask=draws.loss_mask,
+            **self.loss_kwargs,
+        )
+
+    def _cond(self, batch: dict, x: torch.Tensor, drops: list[bool]) -> Optional[dict]:
         """Conditioning with per-sample dropout to the null condition (Table 8: p = 0.1)."""
-        drop = torch.tensor([d for d in draws], dtype=torch.bool, device=x.device)
+        drop = torch.tensor(drops, dtype=torch.bool, device=x.device)
         cond = {}
         num_classes = int(getattr(self.plain, "num_classes", 0))
         if num_classes > 0 and "label" in batch:
@@ -645,86 +542,16 @@ class Trainer:
             cond["text"], cond["text_mask"] = emb, mask
         return cond or None
 
-    def _draws(self, batch: dict, micro: int):
-        """Per-sample sigma, noise, loss mask and dropout keyed by global batch position."""
-        x = batch["x"]
-        b, levels = x.shape[:2]
-        schedule = self.plain.schedule
-        sigmas, masks, noises, drops = [], [], [], []
-        for j in range(b):
-            pos = self.info.world_size * (micro * self.micro_batch + j) + self.info.rank
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, _SALT_STEP, self.step, pos))
-            sigma, mask = schedule.sample_training_sigmas(1, levels, gen)
-            noises.append(torch.randn(x.shape[1:], generator=gen))
-            drops.append(bool(torch.rand((), generator=gen).item() < self.label_dropout))
-            sigmas.append(sigma[0])
-            masks.append(mask[0])
-        dev = self.info.device
-        return (
-            torch.stack(sigmas).to(dev, x.dtype),
-            torch.stack(noises).to(dev, x.dtype),
-            torch.stack(masks).to(dev),
-            drops,
-        )
-
-    def _sync_context(self, last: bool):
-        if last:
-            return contextlib.nullcontext()
-        if isinstance(self.wrapped, nn.parallel.DistributedDataParallel):
-            return self.wrapped.no_sync()
-        return contextlib.nullcontext()
-
-    def train_step(self) -> dict:
-        micro_batches = [next(self.loader) for _ in range(self.grad_accum)]
-        draws = [self._draws(batch, m) for m, batch in enumerate(micro_batches)]
-        # Normalise by the global (weighted) number of loss terms (levels not at context noise), so
-        # the DDP-averaged gradient equals the single-process one whatever the sharding.
-        if self.level_w is None:
-            loss_kwargs, local_terms = {}, [float(d[2].sum()) for d in draws]
-        else:
-            loss_kwargs = {"level_weights": self.level_w}
-            local_terms = [float((d[2].cpu().double() * self.level_w).sum()) for d in draws]
-        local_terms = torch.tensor(local_terms, dtype=torch.float64)
-        total = local_terms.sum().clone()
-        if self.info.distributed:
-            import torch.distributed as dist
-
-            total = total.to(self.info.device)
-            dist.all_reduce(total)
-            total = total.cpu()
-        total = float(total.clamp_min(1.0))
-        fsdp = hasattr(self.wrapped, "set_requires_gradient_sync")
-        loss_sum, level_sum, level_terms = 0.0, None, None
-        for m, (batch, (sigma, noise, mask, drop)) in enumerate(zip(micro_batches, draws)):
-            last = m == self.grad_accum - 1
-            if fsdp:
-                self.wrapped.set_requires_gradient_sync(last)
-            x = batch["x"].to(self.info.device, non_blocking=True)
-            coords = batch["coords"].to(self.info.device, non_blocking=True)
-            cond = self._cond(batch, x, drop)
-            with self._sync_context(last), torch.autocast(
-                self.info.device.type, dtype=torch.bfloat16, enabled=self.bf16
-            ):
-                loss, per_level = self.loss_fn(
-                    self.model, x, coords, cond=cond, sigma=sigma, noise=noise, loss_mask=mask, **loss_kwargs
-                )
-                if self.step in self.inject_nan_at_steps:
-                    loss = loss * float("nan")
-                weight = float(local_terms[m]) * self.info.world_size / total
-                (loss.float() * weight).backward()
-            loss_sum += loss.detach().float().item() * float(local_terms[m])
-            terms = mask.sum(0).double().cpu()
-            pl = per_level.detach().double().cpu() * terms
-            level_sum = pl if level_sum is None else level_sum + pl
-            level_terms = terms if level_terms is None else level_terms + terms
-
+    def apply_update(self, losses: LossSums) -> Update:
+        """Clip the gradients, then the optimiser and the EMA (skipped on every rank when any rank's
+        loss or gradient is not finite), the LR schedule and the step count."""
         params = [p for p in self.plain.parameters() if p.grad is not None]
         max_norm = float("inf") if self.clip_grad_norm is None else float(self.clip_grad_norm)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
         grad_norm = float(grad_norm)
-        nonfinite = hdist.any_rank(not (math.isfinite(loss_sum) and math.isfinite(grad_norm)), self.info.device)
+        nonfinite = hdist.any_rank(not (math.isfinite(losses.loss) and math.isfinite(grad_norm)), self.info.device)
         if nonfinite:
             self.skipped_steps += 1
             self.consecutive_skips += 1
@@ -747,12 +574,51 @@ class Trainer:
                 f"{self.consecutive_skips} consecutive non-finite steps (last at step {self.step - 1}); "
                 f"stopping. The last good checkpoint is kept in {ckpt.checkpoints_root(self.workdir)}."
             )
-        stats = torch.tensor(
-            [loss_sum, *level_sum.tolist(), float(local_terms.sum()), *level_terms.tolist()], dtype=torch.float64
-        )
-        return {"stats": stats, "grad_norm": grad_norm, "lr": lr, "skipped": nonfinite}
+        return Update(grad_norm=grad_norm, lr=lr, skipped=nonfinite)
 
-    # ------------------------------------------------------------------ checkpoints, samples, logs
+    def log(self, window: LogWindow, last: Update) -> None:
+        """TensorBoard scalars and the console line for the steps of ``window`` (losses over every
+        rank: a collective), with the gradient norm and LR of its last step."""
+        loss, per_level = window.losses.means(self.info.device)
+        if not self.info.is_main:
+            return
+        levels = len(per_level)
+        videos_per_s = self.global_batch * window.steps / max(time.time() - window.started, 1e-9)
+        scalars = {
+            "train/loss": loss,
+            "train/lr": last.lr,
+            "train/grad_norm": last.grad_norm,
+            "train/skipped_steps": self.skipped_steps,
+            "speed/videos_per_s": videos_per_s,
+            "speed/patches_per_s": videos_per_s * levels,
+        }
+        for l, v in enumerate(per_level):
+            scalars[f"train/loss_level_{l}"] = v
+        data_skips = getattr(self.loader, "num_skipped", None)
+        if data_skips is None and hasattr(getattr(self.loader, "source", None), "num_skipped"):
+            data_skips = self.loader.source.num_skipped
+        if data_skips is not None:
+            scalars["data/skipped_samples"] = float(data_skips)
+        self.tb.scalars(scalars, self.step)
+        elapsed = time.time() - self.started_at
+        rate = (self.step - self.started_step) / max(elapsed, 1e-9)
+        eta = (self.train_steps - self.step) / rate if rate > 0 else float("inf")
+        levels_txt = " ".join(f"l{l} {v:.4f}" for l, v in enumerate(per_level))
+        logging.info(
+            "step %d/%d | loss %.4f (%s) | lr %.2e | grad %.3f | %.2f videos/s %.2f patches/s | skipped %d | ETA %s",
+            self.step,
+            self.train_steps,
+            loss,
+            levels_txt,
+            last.lr,
+            last.grad_norm,
+            videos_per_s,
+            videos_per_s * levels,
+            self.skipped_steps,
+            format_duration(eta),
+        )
+
+    # ------------------------------------------------------------------ checkpoints and previews
 
     def save(self) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
@@ -762,7 +628,7 @@ class Trainer:
         )
         ema_sd = self.ema.state_dict()
         rank_state = {
-            "rng": rng_state(),
+            "rng": rng.rng_state(),
             "data": self.loader.state_dict() if hasattr(self.loader, "state_dict") else {},
         }
         ranks = hdist.gather_objects(rank_state)
@@ -816,78 +682,17 @@ class Trainer:
         self.tb.flush()
 
     def _sample_videos(self, ema_sd: dict, indices: Sequence[int]) -> dict:
-        """``{index: uint8 [T, H, W, C]}`` preview videos of the EMA weights, one sampler call each."""
+        """``{index: uint8 [T, H, W, C]}`` preview videos of the EMA weights (``sample_previews``)."""
         if not indices:
             return {}
-        options = {}
-        if self.preview_steps is not None:
-            from hpdm.samplers import SamplingSteps
-
-            options["level_schedule"] = SamplingSteps(num_steps=self.preview_steps)
-        if self.preview_overlap is not None:
-            options["overlap"] = self.preview_overlap
-        out = {}
-        # Sampling must not disturb the training RNG streams (exact resume).
+        # Building the sampling model and sampling must not disturb the training RNG streams (exact resume).
         with torch.random.fork_rng(devices=[]):
             if getattr(self, "_sample_model", None) is None:
                 self._sample_model = self.model_fn().to(self.info.device)
-            model = self._sample_model
-            model.load_state_dict(ema_sd)
-            num_classes = int(getattr(model, "num_classes", 0) or 0)
-            for i in indices:
-                cond = {"label": torch.tensor([i % num_classes])} if num_classes > 0 else None
-                video = self.sample_fn(model, 1, seed=derive_seed(self.seed, _SALT_PREVIEW, i), cond=cond, **options)
-                video = video.cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
-                out[i] = video[0]
-        return out
-
-    def _log(self, acc: torch.Tensor, steps: int, grad_norm: float, lr: float, dt: float, start_step: int, t_start: float):
-        if self.info.distributed:
-            import torch.distributed as dist
-
-            acc = acc.to(self.info.device)
-            dist.all_reduce(acc)
-            acc = acc.cpu()
-        levels = (acc.numel() - 2) // 2
-        terms = acc[levels + 1]
-        loss = float(acc[0] / terms.clamp_min(1))
-        per_level = (acc[1 : levels + 1] / acc[levels + 2 :].clamp_min(1)).tolist()
-        if not self.info.is_main:
-            return
-        videos_per_s = self.global_batch * steps / max(dt, 1e-9)
-        scalars = {
-            "train/loss": loss,
-            "train/lr": lr,
-            "train/grad_norm": grad_norm,
-            "train/skipped_steps": self.skipped_steps,
-            "speed/videos_per_s": videos_per_s,
-            "speed/patches_per_s": videos_per_s * levels,
-        }
-        for l, v in enumerate(per_level):
-            scalars[f"train/loss_level_{l}"] = v
-        data_skips = getattr(self.loader, "num_skipped", None)
-        if data_skips is None and hasattr(getattr(self.loader, "source", None), "num_skipped"):
-            data_skips = self.loader.source.num_skipped
-        if data_skips is not None:
-            scalars["data/skipped_samples"] = float(data_skips)
-        self.tb.scalars(scalars, self.step)
-        elapsed = time.time() - t_start
-        rate = (self.step - start_step) / max(elapsed, 1e-9)
-        eta = (self.train_steps - self.step) / rate if rate > 0 else float("inf")
-        levels_txt = " ".join(f"l{l} {v:.4f}" for l, v in enumerate(per_level))
-        logging.info(
-            "step %d/%d | loss %.4f (%s) | lr %.2e | grad %.3f | %.2f videos/s %.2f patches/s | skipped %d | ETA %s",
-            self.step,
-            self.train_steps,
-            loss,
-            levels_txt,
-            lr,
-            grad_norm,
-            videos_per_s,
-            videos_per_s * levels,
-            self.skipped_steps,
-            format_duration(eta),
-        )
+            self._sample_model.load_state_dict(ema_sd)
+            return sample_previews(
+                self._sample_model, self.sample_fn, self.seed, indices, self.preview_steps, self.preview_overlap
+            )
 
     # ------------------------------------------------------------------ main loop
 
@@ -910,40 +715,38 @@ class Trainer:
             self.lock = None
 
     def _loop(self) -> None:
-        start_step, t_start = self.step, time.time()
-        acc, acc_steps, t_log = None, 0, time.time()
+        self.started_step, self.started_at = self.step, time.time()
+        window = LogWindow()
         if self.step >= self.train_steps:
             logging.info("Nothing to do: the run is at step %d of %d", self.step, self.train_steps)
             return
         self.wrapped.train()
         with StopRequests() as requests:
             while self.step < self.train_steps:
-                out = self.train_step()
-                self._maybe_inject_signal()
-                acc = out["stats"] if acc is None else acc + out["stats"]
-                acc_steps += 1
+                stats = self.train_step()
+                window.add(stats)
                 if self.step % self.log_every == 0 or self.step == self.train_steps:
-                    self._log(acc, acc_steps, out["grad_norm"], out["lr"], time.time() - t_log, start_step, t_start)
-                    acc, acc_steps, t_log = None, 0, time.time()
-                # Every rank votes after every step, so all stop after the same one.
-                stop = hdist.max_over_ranks(requests.received or 0, self.info.device)
-                if stop or self.step % self.checkpoint_every == 0 or self.step == self.train_steps:
-                    self.save()
-                if stop and self.step < self.train_steps:  # a signal during the last step: the run is done
-                    self._stopped(stop)
-                if self.sample_every > 0 and self.sample_fn is not None and self.step % self.sample_every == 0:
-                    try:
-                        self.sample()
-                    except Exception as e:  # noqa: BLE001 - a sampler failure must not end the training run
-                        logging.exception("Sampling at step %d failed: %s", self.step, e)
-                if self.step_delay:
-                    time.sleep(self.step_delay)
+                    self.log(window, stats.update)
+                    window = LogWindow()
+                self.checkpoint(requests)
+                self.preview()
 
-    def _maybe_inject_signal(self) -> None:
-        if self.inject_signal is None or not self.info.is_main or self.step != self.inject_signal[0]:
-            return
-        logging.info("Trainer.inject_signal: sending %s to this process after step %d", self.inject_signal[1], self.step)
-        os.kill(os.getpid(), getattr(signal, self.inject_signal[1]))
+    def checkpoint(self, requests: StopRequests) -> None:
+        """Save when due, or when a stop was asked for on any rank; then stop (TrainingStopped)."""
+        # Every rank votes after every step, so all stop after the same one.
+        stop = hdist.max_over_ranks(requests.received or 0, self.info.device)
+        if stop or self.step % self.checkpoint_every == 0 or self.step == self.train_steps:
+            self.save()
+        if stop and self.step < self.train_steps:  # a signal during the last step: the run is done
+            self._stopped(stop)
+
+    def preview(self) -> None:
+        """Sample previews when due; a sampler failure is logged and never ends the training run."""
+        if self.sample_every > 0 and self.sample_fn is not None and self.step % self.sample_every == 0:
+            try:
+                self.sample()
+            except Exception as e:  # noqa: BLE001 - a sampler failure must not end the training run
+                logging.exception("Sampling at step %d failed: %s", self.step, e)
 
     def _stopped(self, signum: int) -> None:
         """Say where the run stopped and how to go on, then raise TrainingStopped (the checkpoint is written)."""
