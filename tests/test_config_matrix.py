@@ -34,8 +34,8 @@ import torch
 from hpdm import gin_utils
 from hpdm.core import HPDM, diffusion_loss
 from hpdm.pyramid import sample_hierarchy
-from test_data_fixtures import write_video
-from test_train_helpers import REPO, assert_tree_equal, ckpt_dir, env, load_ckpt, run
+from data_fixtures import write_video
+from train_helpers import REPO, assert_tree_equal, ckpt_dir, env, load_ckpt, run
 
 ROOT = gin_utils.GIN_ROOT
 SHRINK = os.path.join(ROOT, "mixins", "shrink.gin")
@@ -124,7 +124,7 @@ def data(tmp_path_factory):
     (base / "captions.jsonl").write_text("\n".join(captions) + "\n")
 
     from hpdm.trainers.text import make_tiny_t5
-    from test_evaluate import StandInI3D
+    from eval_helpers import StandInI3D
 
     make_tiny_t5(str(base / "t5"), d_model=TEXT_DIM)
     torch.jit.script(StandInI3D()).save(str(base / "i3d.pt"))

@@ -61,7 +61,7 @@ def test_foreign_import_refused_naming_the_line_then_trusted(tmp_path, sentinel)
         export_model(export, str(tmp_path / "again"))
     assert not marker.exists() and not (tmp_path / "again").exists()
 
-    model = load_pretrained(export, trust_config=True)
+    model, _ = load_pretrained(export, trust_config=True)
     assert marker.exists() and isinstance(model, HPDM)
 
 
@@ -103,20 +103,15 @@ def test_hpdm_train_refuses_then_trusts_a_saved_config(tmp_path, sentinel):
 
 
 def test_hpdm_sample_refuses_then_exports_with_trust_config(tmp_path, sentinel):
-    from absl import flags
-
     from hpdm.cli import sample
+    from binaries import binary_flags
 
     name, marker = sentinel
     export = _export(tmp_path / "export", [f"import {name}"])
 
     def run(*args):
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["hpdm-sample", f"--workdir={export}", *args])
-        try:
+        with binary_flags(sample.define_flags, ["hpdm-sample", f"--workdir={export}", *args]):
             sample.main([])
-        finally:
-            flags.FLAGS.unparse_flags()
 
     with pytest.raises(gin_utils.UntrustedConfigError, match=f"config.gin:1: 'import {name}'"):
         run(f"--output_dir={tmp_path / 'out'}", "--num_videos=1")

@@ -13,7 +13,6 @@ import gin
 import numpy as np
 import pytest
 import torch
-from absl import flags
 from safetensors.torch import save_file
 
 import hpdm
@@ -22,9 +21,15 @@ from hpdm import metrics
 from hpdm.core import HPDM
 from hpdm.samplers.io import write_video_files
 from hpdm.cli import evaluate
-from test_evaluate import detectors, random_videos, reference_frechet, run_eval, write_video  # noqa: F401  (detectors: fixture)
+from binaries import binary_flags
+from eval_helpers import (  # noqa: F401  (detectors: fixture)
+    detectors,
+    random_videos,
+    reference_frechet,
+    run_eval,
+    write_video,
+)
 
-FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -293,14 +298,17 @@ def test_workdir_run_without_protocol_uses_the_runs_schedule_and_raw_weights(tmp
     real = tmp_path / "real"
     for i, video in enumerate(random_videos(7, 3, frames=2)):
         write_video(str(real / f"r_{i}.avi"), video)
-    try:
-        result = run_eval(
-            [f"--workdir={workdir}", f"--real_dir={real}", f"--detector={i3d}", "--num_fake=2", "--num_frames=2",
-             "--nouse_ema", "--overlap=", "--nocache_real_stats", "--device=cpu"],
-            capsys,
-        )
-    finally:
-        gin.clear_config()
+    from hpdm.samplers import SamplingSteps  # noqa: F401  (registers the configurable bound below)
+
+    gin.parse_config("SamplingSteps.base_steps = 9")  # the caller's config: the run's must neither use nor replace it
+    result = run_eval(
+        [f"--workdir={workdir}", f"--real_dir={real}", f"--detector={i3d}", "--num_fake=2", "--num_frames=2",
+         "--nouse_ema", "--overlap=", "--nocache_real_stats", "--device=cpu"],
+        capsys,
+    )
+    assert gin.query_parameter("SamplingSteps.base_steps") == 9
+    with pytest.raises(ValueError):
+        gin.query_parameter("HPDM.num_classes")  # nothing of the run's config is left bound
     record = result["protocol"]
     assert record["name"] is None and record["overrides"] == {}
     assert record["fake_source"]["weights"].endswith("model.safetensors") and record["fake_source"]["ema"] is False
@@ -321,7 +329,8 @@ def test_detector_sha256_refuses_another_file(tmp_path, detectors, capsys):
         run_eval([*argv, f"--detector_sha256={'0' * 64}"], capsys)
     pinned = run_eval([*argv, f"--detector_sha256={sha256(i3d).upper()}"], capsys)
     assert pinned["protocol"]["detector_sha256"] == sha256(i3d)
-    assert "trust" in FLAGS["detector"].help and "trust" in FLAGS["c3d_detector"].help
+    with binary_flags(evaluate.define_flags, ["hpdm-eval"]) as registry:
+        assert "trust" in registry["detector"].help and "trust" in registry["c3d_detector"].help
 
 
 def test_protocol_schedule_is_the_papers_whatever_the_run_bound():

@@ -1,4 +1,5 @@
-"""``hpdm-eval`` end to end with stand-in TorchScript detectors on tiny OpenCV videos (paper Sec. 5)."""
+"""``hpdm-eval`` end to end with stand-in TorchScript detectors on tiny OpenCV videos (paper Sec. 5),
+and the evaluation library's folder reading."""
 
 import json
 import os
@@ -6,122 +7,27 @@ import shutil
 import subprocess
 import sys
 
-import cv2
 import gin
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 from absl import flags
 
+from hpdm import evaluation, metrics
 from hpdm.cli import evaluate
+from hpdm.evaluation import fakes as evaluation_fakes
+from hpdm.video.skips import SkipReport
 
-FLAGS = flags.FLAGS
+from binaries import own_registry
+from eval_helpers import (  # noqa: F401 (detectors: a fixture)
+    detectors,
+    independent_fvd,
+    random_videos,
+    run_eval,
+    write_folder,
+    write_video,
+)
 
-
-class StandInI3D(torch.nn.Module):
-    """Same call signature and input contract as ``i3d_torchscript.pt``; 6 cheap features."""
-
-    def forward(
-        self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
-    ) -> torch.Tensor:
-        assert x.dtype == torch.uint8 and x.dim() == 5 and x.shape[1] == 3, "expects uint8 [B, C, T, H, W]"
-        assert rescale and resize and return_features, "FVD calls with rescale/resize/return_features"
-        v = x.float() / 127.5 - 1.0
-        return torch.cat([v.mean(dim=(2, 3, 4)), v.mean(dim=(3, 4)).std(dim=2)], dim=1)
-
-
-class StandInC3D(torch.nn.Module):
-    """Returns probabilities over 5 classes from the 16-frame clip's colour, like ``c3d_ucf101.pt``."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("weight", torch.linspace(-4.0, 4.0, 15).reshape(3, 5))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        assert x.dtype == torch.uint8 and x.shape[2] == 16, "expects uint8 [B, C, 16, H, W]"
-        return torch.softmax((x.float() / 255.0).mean(dim=(2, 3, 4)) @ self.weight, dim=1)
-
-
-@pytest.fixture()
-def detectors(tmp_path):
-    i3d_path, c3d_path = tmp_path / "i3d_torchscript.pt", tmp_path / "c3d_ucf101.pt"
-    torch.jit.script(StandInI3D()).save(str(i3d_path))
-    torch.jit.script(StandInC3D()).save(str(c3d_path))
-    return str(i3d_path), str(c3d_path)
-
-
-def write_video(path, frames_rgb, fps=8):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    height, width = frames_rgb.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
-    assert writer.isOpened()
-    for frame in frames_rgb:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-
-
-def random_videos(seed, n, frames=10, size=16, tint=(0, 0, 0)):
-    """Videos of moving colour blobs; distinct seeds and tints give distinct feature statistics."""
-    rng = np.random.default_rng(seed)
-    t, y, x = np.meshgrid(np.arange(frames), np.arange(size), np.arange(size), indexing="ij")
-    videos = []
-    for _ in range(n):
-        base = rng.uniform(40, 200, size=3) + np.asarray(tint)
-        speed, phase = rng.uniform(0.2, 0.8), rng.uniform(0, 6.3)
-        wave = 40 * np.sin(0.5 * x + speed * t + phase) * np.cos(0.3 * y - speed * t)
-        videos.append(np.clip(base + wave[..., None], 0, 255).astype(np.uint8))
-    return videos
-
-
-def write_folder(root, videos, classes=None):
-    for i, video in enumerate(videos):
-        sub = f"{classes[i]}/" if classes else ""
-        write_video(os.path.join(root, f"{sub}v_{i:03d}.avi"), video)
-
-
-def run_eval(argv, capsys):
-    """Runs ``main`` in-process with fresh flags; returns the JSON of the last printed line."""
-    FLAGS.unparse_flags()
-    FLAGS(["hpdm-eval", *argv])
-    try:
-        evaluate.main(["hpdm-eval"])
-    finally:
-        FLAGS.unparse_flags()
-    lines = capsys.readouterr().out.strip().splitlines()
-    return json.loads(lines[-1])
-
-
-def independent_fvd(i3d_path, real_root, fake_root, num_frames):
-    """Reads the files with OpenCV directly and computes FVD with numpy + scipy's sqrtm."""
-    detector = torch.jit.load(i3d_path)
-
-    def features(root):
-        rows = []
-        for directory, _, files in sorted(os.walk(root)):
-            for name in sorted(files):
-                capture = cv2.VideoCapture(os.path.join(directory, name))
-                frames = []
-                while len(frames) < num_frames:
-                    ok, frame = capture.read()
-                    if not ok:
-                        break
-                    frames.append(frame[..., ::-1])  # BGR -> RGB
-                capture.release()
-                video = torch.from_numpy(np.ascontiguousarray(np.stack(frames)))
-                batch = video.permute(3, 0, 1, 2)[None]
-                rows.append(detector(batch, rescale=True, resize=True, return_features=True)[0])
-        return torch.stack(rows).double().numpy()
-
-    return reference_frechet(features(fake_root), features(real_root))
-
-
-def reference_frechet(a: np.ndarray, b: np.ndarray) -> float:
-    """Frechet distance of two feature sets with numpy and scipy's sqrtm (the independent reference)."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False, bias=True), np.cov(b, rowvar=False, bias=True)
-    root = scipy.linalg.sqrtm(cov_a @ cov_b).real
-    return float((mu_a - mu_b) @ (mu_a - mu_b) + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root))
 
 
 def test_identical_folders_give_zero_and_different_ones_match_reference(tmp_path, detectors, capsys):
@@ -172,33 +78,17 @@ def test_missing_detector_is_a_clear_error(tmp_path, capsys):
                   f"--fake_dir={tmp_path / 'real'}"], capsys)
 
 
-def test_read_workdir_config_resolves_macros_and_multiline(tmp_path):
-    (tmp_path / "config.gin").write_text(
-        "# operative config\n"
-        "TARGET_RES = (16, 64, 64)\n"
-        "PATCH_RES = (8,\n    32, 32)  # tile size\n"
-        "HPDM.target_res = %TARGET_RES\n"
-        "HPDM.patch_res = %PATCH_RES\n"
-        "ClassEmbedder.num_classes = 101\n"
-        "train.data = @ucf101()\n"
-    )
-    assert evaluate.read_workdir_config(str(tmp_path)) == {
-        "target_res": (16, 64, 64), "patch_res": (8, 32, 32), "num_classes": 101,
-    }
-    assert evaluate.read_workdir_config(str(tmp_path / "missing")) == {}
-
-
 def grid_videos(num, seed, shape=(16, 32, 32), patch=(8, 16, 16)):
     """Smooth videos with a bright line pasted on every last-level tile edge (50% overlap)."""
     videos = torch.from_numpy(np.stack(random_videos(seed, num, frames=shape[0], size=shape[1])))
-    edges = evaluate.metrics.video_tile_edges(shape, patch, (0.5, 0.5, 0.5))
+    edges = metrics.video_tile_edges(shape, patch, "fhw")
     videos[:, :, edges["h"]] = 255
     videos[:, :, :, edges["w"]] = 255
     return videos
 
 
 class StandInSampler:
-    """``evaluate.WorkdirSampler``'s interface without a model: grid videos, calls and loads recorded."""
+    """``evaluation.WorkdirSampler``'s interface without a model: grid videos, calls and loads recorded."""
 
     loads, calls = [], []
 
@@ -206,6 +96,7 @@ class StandInSampler:
         self.options = options
         StandInSampler.loads.append((workdir, options))
         self.num_classes = 2
+        self.patch_res = (8, 16, 16)  # the model's last-level tile: the seam score's default grid
 
     def __call__(self, count, seed, labels, offset=0):
         StandInSampler.calls.append((count, seed, None if labels is None else labels.tolist(), offset))
@@ -222,12 +113,11 @@ def test_workdir_mode_samples_with_data_labels_and_writes_json(tmp_path, detecto
     i3d, _ = detectors
     workdir = tmp_path / "run"
     workdir.mkdir()
-    (workdir / "config.gin").write_text("TARGET_RES = (16, 32, 32)\nPATCH_RES = (8, 16, 16)\nNUM_CLASSES = 2\n")
     real = str(tmp_path / "real")
     write_folder(real, random_videos(5, 8, frames=16, size=32), classes=["A"] * 6 + ["B"] * 2)
     StandInSampler.loads, StandInSampler.calls = [], []
     # A stand-in sampler: this test pins the contract without loading a model or the sampler code.
-    monkeypatch.setattr(evaluate, "WorkdirSampler", StandInSampler)
+    monkeypatch.setattr(evaluation_fakes, "WorkdirSampler", StandInSampler)
     result = run_eval(
         [f"--workdir={workdir}", f"--detector={i3d}", "--num_fake=10", f"--real_dir={real}",
          "--num_frames=16", "--sample_chunk=4", "--sample_batch_size=3", "--nocache_real_stats", "--overlap=thw"],
@@ -269,21 +159,21 @@ def test_real_videos_from_a_data_config_are_cached_by_config(tmp_path, detectors
     assert second["real_stats_cached"] and second["fvd"] == pytest.approx(first["fvd"], rel=1e-12)
 
 
-def test_overlap_flag_maps_to_axis_fractions():
-    assert evaluate.overlap_fractions("hw") == (0.0, 0.5, 0.5)
-    assert evaluate.overlap_fractions("thw") == evaluate.overlap_fractions("fhw") == (0.5, 0.5, 0.5)
-    assert evaluate.overlap_fractions("") == (0.0, 0.0, 0.0)
-    with pytest.raises(Exception, match="subset"):
-        evaluate.overlap_fractions("xy")
+def test_overlap_choice_is_the_samplers_spelling():
+    assert evaluation.normalise_overlap("hw") == "hw" and evaluation.normalise_overlap("WH") == "hw"
+    assert evaluation.normalise_overlap("thw") == evaluation.normalise_overlap("fhw") == "fhw"
+    assert evaluation.normalise_overlap("") == evaluation.normalise_overlap(None) == ""
+    with pytest.raises(evaluation.SettingsError, match="subset"):
+        evaluation.normalise_overlap("xy")
 
 
 def test_draw_labels_follows_class_frequencies(tmp_path):
     real = str(tmp_path / "real")
     write_folder(real, random_videos(6, 4, frames=2), classes=["Archery", "Archery", "Archery", "Bowling"])
-    labels = evaluate.draw_labels(4000, 0, 2, real)
+    labels = evaluation.draw_labels(4000, 0, 2, real)
     assert abs((labels == 0).mean() - 0.75) < 0.03
-    assert evaluate.draw_labels(5, 0, None, real) is None
-    uniform = evaluate.draw_labels(4000, 0, 3, real)  # class count mismatch: uniform labels
+    assert evaluation.draw_labels(5, 0, None, real) is None
+    uniform = evaluation.draw_labels(4000, 0, 3, real)  # class count mismatch: uniform labels
     assert set(np.unique(uniform)) == {0, 1, 2}
 
 
@@ -299,3 +189,96 @@ def test_console_entry_point_prints_json_last(tmp_path, detectors):
     assert completed.returncode == 0, completed.stderr
     assert "features of 3/3 videos" in completed.stderr  # progress lines
     assert json.loads(completed.stdout.strip().splitlines()[-1])["fvd"] == pytest.approx(0.0, abs=1e-9)
+
+
+# --------------------------------------------------------------------------- the library, flags
+
+
+def test_the_library_call_gives_the_binarys_result(tmp_path, detectors, capsys):
+    """``evaluation.evaluate`` with keyword arguments is what ``hpdm-eval`` runs: the same numbers."""
+    i3d, c3d = detectors
+    real, fake = str(tmp_path / "real"), str(tmp_path / "fake")
+    write_folder(real, random_videos(11, 5, frames=16))
+    write_folder(fake, random_videos(12, 6, frames=16, tint=(0, 20, -20)))
+    settings = evaluation.resolve_settings(chosen={"num_frames": 16})
+    result = evaluation.evaluate(
+        detector=i3d, c3d_detector=c3d, real=evaluation.open_reals(settings, real_dir=real),
+        fake=evaluation.FolderFakes(fake), settings=settings, is_splits=2, patch_res=(8, 8, 8),
+        cache_real_stats=False, device="cpu",
+    )
+    binary = run_eval(
+        [f"--detector={i3d}", f"--c3d_detector={c3d}", f"--real_dir={real}", f"--fake_dir={fake}",
+         "--is_splits=2", "--patch_res=8,8,8", "--nocache_real_stats"],
+        capsys,
+    )
+    binary.pop("run_record")
+    assert result == binary
+    assert {"fvd", "num_fake", "num_real", "is", "is_std", "seam_t", "seam_h", "seam_w", "protocol"} <= set(result)
+
+
+def test_settings_record_only_what_departs_from_the_protocol():
+    plain = evaluation.resolve_settings(chosen={"overlap": "THW", "resolution": ["8", "8"]})
+    assert plain.protocol is None and plain.overrides == {} and plain.sampler_bindings == ()
+    assert (plain.overlap, plain.resolution, plain.num_frames) == ("fhw", (8, 8), evaluation.DEFAULTS["num_frames"])
+    steps = "SamplingSteps.num_steps = [3, 2, 2]"
+    paper = evaluation.resolve_settings("paper", {"overlap": "hw", "num_fake": 8}, sampler_param=[steps])
+    assert paper.overrides == {"num_fake": 8, "sampler_param": [steps]}
+    assert paper.sampler_bindings == metrics.protocols.PAPER_SCHEDULE + (steps,)
+    with pytest.raises(evaluation.SettingsError, match="unknown protocol"):
+        evaluation.resolve_settings("nope")
+    with pytest.raises(evaluation.SettingsError, match="seed: not evaluation settings"):
+        evaluation.resolve_settings(chosen={"seed": 1})
+    with pytest.raises(evaluation.SettingsError, match=r"resolution must be \(H, W\)"):
+        evaluation.resolve_settings(chosen={"resolution": (8, 8, 8)})
+
+
+def test_a_flag_two_binaries_define_differently_is_refused():
+    from hpdm.cli import sample
+    from hpdm.cli.common import define_flag
+
+    with own_registry():
+        define_flag(flags.DEFINE_integer, "hpdm_test_flag", 3, "a flag")
+        define_flag(flags.DEFINE_integer, "hpdm_test_flag", 3, "the same flag in other words")
+        with pytest.raises(ValueError, match=r"--hpdm_test_flag is defined twice.*\(default 3\).*\(default 4\)"):
+            define_flag(flags.DEFINE_integer, "hpdm_test_flag", 4, "another default")
+        with pytest.raises(ValueError, match="--hpdm_test_flag is defined twice"):
+            define_flag(flags.DEFINE_string, "hpdm_test_flag", "3", "another type")
+        # hpdm-eval's --overlap defaults to 'hw' (the paper's metric setting), hpdm-sample's to the config's.
+        evaluate.define_flags()
+        with pytest.raises(ValueError, match="--overlap is defined twice"):
+            sample.define_flags()
+
+
+# --------------------------------------------------------------------------- folders of videos
+
+
+def test_list_samples_groups_one_video_per_name_and_prefers_the_npy(tmp_path):
+    rng = np.random.default_rng(11)
+    exact = rng.integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "video_0000.npy", exact)
+    write_video(tmp_path / "video_0000.avi", np.zeros((5, 8, 8, 3), np.uint8))
+    (tmp_path / "video_0000.png").write_bytes(b"a frame grid, not a video")
+    write_video(tmp_path / "video_0001.avi", exact)
+    np.save(tmp_path / "video_0002.npy", np.zeros((3, 8, 8), np.float32))  # not a video array
+    write_video(tmp_path / "video_0002.avi", exact)
+    samples = evaluation.list_samples(str(tmp_path))
+    assert [s.name for s in samples] == ["video_0000", "video_0001", "video_0002"]
+    assert samples[0].files == ("video_0000.npy", "video_0000.avi")
+    video, path = evaluation.read_sample(str(tmp_path), samples[0], max_frames=4)
+    np.testing.assert_array_equal(video, exact[:4])
+    assert path.endswith(".npy")
+    video, path = evaluation.read_sample(str(tmp_path), samples[2])  # a bad array falls back to the container
+    assert path.endswith(".avi") and video.shape == (5, 8, 8, 3)
+    with pytest.raises(FileNotFoundError, match="video folder"):
+        evaluation.list_samples(str(tmp_path / "missing"))
+
+
+def test_iterate_folder_counts_skips_and_classes(tmp_path):
+    rng = np.random.default_rng(10)
+    write_video(tmp_path / "ClassA" / "a.avi", rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8))
+    write_video(tmp_path / "ClassB" / "b.avi", rng.integers(0, 255, (2, 16, 16, 3), dtype=np.uint8))
+    (tmp_path / "ClassB" / "c.avi").write_bytes(b"garbage")
+    skips = SkipReport("videos", str(tmp_path))
+    items = list(evaluation.iterate_folder(str(tmp_path), 4, 4, skips))
+    assert [(v.shape, c) for v, c in items] == [((4, 16, 16, 3), "ClassA")]
+    assert skips.count == 2 and "unreadable" in skips.summary() and "shorter than 4" in skips.summary()

@@ -1,12 +1,14 @@
-"""Metrics of paper Sec. 5 / Appendix B: Frechet distance, streaming stats, IS, seams, video I/O."""
+"""Metrics of paper Sec. 5 / Appendix B: Frechet distance, streaming stats, IS, seams, clip preparation."""
 
-import cv2
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hpdm import metrics
+from hpdm.pyramid import tiles
 
 
 def scipy_frechet(mu1, cov1, mu2, cov2):
@@ -178,24 +180,35 @@ def test_c3d_output_logits_become_probabilities():
 # --------------------------------------------------------------------------- seam score
 
 
-def test_tile_starts_and_edges():
-    assert metrics.tile_starts(256, 64, 32) == [0, 32, 64, 96, 128, 160, 192]
-    assert metrics.tile_starts(80, 32, 32) == [0, 32, 48]  # last tile flush with the far edge
-    assert metrics.tile_edges(80, 32, 32) == [32, 48, 64]
-    assert metrics.tile_edges(64, 64, 32) == []
-    assert metrics.overlap_stride(64, 0.5) == 32 and metrics.overlap_stride(16, 0.0) == 16
-    edges = metrics.video_tile_edges((16, 64, 64), (16, 32, 32), (0.5, 0.5, 0.5))
+def test_tile_edges():
+    assert metrics.tile_edges(256, 64, True) == [32, 64, 96, 128, 160, 192, 224]
+    assert metrics.tile_edges(80, 32, False) == [32, 48, 64]  # last tile flush with the far edge
+    assert metrics.tile_edges(64, 64, True) == []
+    edges = metrics.video_tile_edges((16, 64, 64), (16, 32, 32), "fhw")
     assert edges == {"t": [], "h": [16, 32, 48], "w": [16, 32, 48]}
+    assert metrics.video_tile_edges((16, 64, 64), (8, 32, 32), "hw")["t"] == [8]
     with pytest.raises(ValueError):
-        metrics.tile_starts(16, 32, 8)
+        metrics.video_tile_edges((16, 64, 64), (32, 32, 32), "fhw")
 
 
-def test_seam_grid_matches_the_sampler_tiling():
-    tiles = pytest.importorskip("hpdm.pyramid.tiles")
-    for length, tile in [(64, 16), (80, 32), (20, 8), (15, 5), (7, 3), (16, 16)]:
-        for overlap in (False, True):
-            stride = metrics.overlap_stride(tile, 0.5 if overlap else 0.0)
-            assert metrics.tile_starts(length, tile, stride) == tiles.tile_starts(length, tile, overlap)
+def stride_tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """The seam score's former tiling, by stride (kept here as the reference the sampler's must equal)."""
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] != length - tile:
+        starts.append(length - tile)
+    return starts
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 64), st.integers(0, 200), st.booleans())
+def test_seam_grid_is_the_sampler_tiling_and_the_former_one(tile, extra, overlap):
+    """The seam edges come from the sampler's ``tile_starts``; the stride tiling the seam score used
+    before (stride ``max(1, int(tile * 0.5))`` with overlap, ``tile`` without) gives the same tiles."""
+    length = tile + extra
+    stride = max(1, int(tile * (0.5 if overlap else 1.0)))
+    assert tiles.tile_starts(length, tile, overlap) == stride_tile_starts(length, tile, stride)
+    expected = sorted({e for s in stride_tile_starts(length, tile, stride) for e in (s, s + tile) if 0 < e < length})
+    assert metrics.tile_edges(length, tile, overlap) == expected
 
 
 def smooth_videos(rng, n, shape=(16, 64, 64)):
@@ -213,13 +226,13 @@ def smooth_videos(rng, n, shape=(16, 64, 64)):
 
 def test_seam_score_is_one_on_smooth_videos():
     ramp = np.broadcast_to(np.arange(64, dtype=np.float64)[None, None, :, None], (8, 64, 64, 3)) * 2
-    edges = metrics.video_tile_edges((8, 64, 64), (4, 16, 16), (0.5, 0.5, 0.5))
+    edges = metrics.video_tile_edges((8, 64, 64), (4, 16, 16), "fhw")
     scores = metrics.seam_score(ramp, edges)
     assert scores["w"] == pytest.approx(1.0)
     assert scores["t"] == 1.0 and scores["h"] == 1.0  # constant along t and h: 0/0 reads "no seam"
 
     videos = smooth_videos(np.random.default_rng(6), 6)
-    edges = metrics.video_tile_edges((16, 64, 64), (8, 16, 16), (0.5, 0.5, 0.5))
+    edges = metrics.video_tile_edges((16, 64, 64), (8, 16, 16), "fhw")
     scores = metrics.seam_score(videos, edges)
     assert set(scores) == {"t", "h", "w"}
     for axis, value in scores.items():
@@ -228,7 +241,7 @@ def test_seam_score_is_one_on_smooth_videos():
 
 def test_seam_score_detects_pasted_grid_and_blocky_tiles():
     videos = smooth_videos(np.random.default_rng(7), 4).astype(np.float64)
-    edges = metrics.video_tile_edges((16, 64, 64), (8, 16, 16), (0.5, 0.5, 0.5))
+    edges = metrics.video_tile_edges((16, 64, 64), (8, 16, 16), "fhw")
     grid = videos.copy()
     grid[:, :, edges["h"], :, :] += 40
     grid[:, :, :, edges["w"], :] += 40
@@ -241,14 +254,14 @@ def test_seam_score_detects_pasted_grid_and_blocky_tiles():
     rng = np.random.default_rng(8)
     for start in range(0, 64, 16):
         blocky[:, :, start : start + 16] += rng.uniform(-15, 15)
-    no_overlap = metrics.video_tile_edges((16, 64, 64), (16, 16, 16), (0.0, 0.0, 0.0))
+    no_overlap = metrics.video_tile_edges((16, 64, 64), (16, 16, 16), "")
     scores = metrics.seam_score(blocky, no_overlap)
     assert scores["h"] > 2.0 and 0.85 < scores["w"] < 1.15 and "t" not in scores
 
 
 def test_seam_accumulator_streams_like_one_batch():
     videos = smooth_videos(np.random.default_rng(9), 4)
-    edges = metrics.video_tile_edges((16, 64, 64), (8, 16, 16), (0.5, 0.5, 0.5))
+    edges = metrics.video_tile_edges((16, 64, 64), (8, 16, 16), "fhw")
     accumulator = metrics.SeamAccumulator()
     for video in videos:
         accumulator.update(video, edges)
@@ -257,7 +270,7 @@ def test_seam_accumulator_streams_like_one_batch():
         metrics.seam_score(videos, {"w": [0]})
 
 
-# --------------------------------------------------------------------------- detectors and video I/O
+# --------------------------------------------------------------------------- detectors
 
 
 def test_missing_detector_names_file_and_origin(tmp_path):
@@ -275,70 +288,7 @@ def test_missing_detector_names_file_and_origin(tmp_path):
         metrics.load_detector(str(bogus), metrics.C3D)
 
 
-def write_video(path, frames_rgb, fps=8):
-    height, width = frames_rgb.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
-    assert writer.isOpened()
-    for frame in frames_rgb:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-
-
-def test_read_video_is_rgb_first_frames_and_resizes(tmp_path):
-    frames = np.zeros((10, 16, 24, 3), np.uint8)
-    frames[..., 0] = 220  # pure red in RGB
-    frames[5:, ..., 2] = 200
-    write_video(tmp_path / "red.avi", frames)
-    video = metrics.read_video(str(tmp_path / "red.avi"), max_frames=4)
-    assert video.shape == (4, 16, 24, 3) and video.dtype == np.uint8
-    assert video[..., 0].mean() > 180 and video[..., 2].mean() < 40
-    assert metrics.read_video(str(tmp_path / "red.avi")).shape[0] == 10
-    assert metrics.resize_video(video, (8, 12)).shape == (4, 8, 12, 3)
-    (tmp_path / "broken.avi").write_bytes(b"garbage")
-    with pytest.raises(metrics.VideoReadError):
-        metrics.read_video(str(tmp_path / "broken.avi"))
-
-
-def test_iterate_folder_counts_skips_and_classes(tmp_path):
-    rng = np.random.default_rng(10)
-    (tmp_path / "ClassA").mkdir()
-    (tmp_path / "ClassB").mkdir()
-    write_video(tmp_path / "ClassA" / "a.avi", rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8))
-    write_video(tmp_path / "ClassB" / "b.avi", rng.integers(0, 255, (2, 16, 16, 3), dtype=np.uint8))
-    (tmp_path / "ClassB" / "c.avi").write_bytes(b"garbage")
-    skips = metrics.SkipCounts()
-    items = list(metrics.iterate_folder(str(tmp_path), 4, 4, skips))
-    assert [(v.shape, c) for v, c in items] == [((4, 16, 16, 3), "ClassA")]
-    assert skips.total == 2 and "unreadable" in skips.summary() and "shorter than 4" in skips.summary()
-    with pytest.raises(FileNotFoundError, match="video folder"):
-        metrics.list_videos(str(tmp_path / "missing"))
-
-
-# --------------------------------------------------------------------------- samples, preparation, progress
-
-
-def test_list_samples_groups_one_video_per_name_and_prefers_the_npy(tmp_path):
-    rng = np.random.default_rng(11)
-    exact = rng.integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)
-    np.save(tmp_path / "video_0000.npy", exact)
-    write_video(tmp_path / "video_0000.avi", np.zeros((5, 8, 8, 3), np.uint8))
-    (tmp_path / "video_0000.png").write_bytes(b"a frame grid, not a video")
-    write_video(tmp_path / "video_0001.avi", exact)
-    np.save(tmp_path / "video_0002.npy", np.zeros((3, 8, 8), np.float32))  # not a video array
-    write_video(tmp_path / "video_0002.avi", exact)
-    samples = metrics.list_samples(str(tmp_path))
-    assert [s.name for s in samples] == ["video_0000", "video_0001", "video_0002"]
-    assert samples[0].files == ("video_0000.npy", "video_0000.avi")
-    video, path = metrics.read_sample(str(tmp_path), samples[0], max_frames=4)
-    np.testing.assert_array_equal(video, exact[:4])
-    assert path.endswith(".npy")
-    video, path = metrics.read_sample(str(tmp_path), samples[2])  # a bad array falls back to the container
-    assert path.endswith(".avi") and video.shape == (5, 8, 8, 3)
-    grey = rng.integers(0, 255, (2, 4, 4, 1), dtype=np.uint8)
-    np.save(tmp_path / "grey.npy", grey)
-    assert metrics.read_array_video(str(tmp_path / "grey.npy")).shape == (2, 4, 4, 3)
-    with pytest.raises(metrics.VideoReadError, match="uint8"):
-        metrics.read_array_video(str(tmp_path / "video_0002.npy"))
+# --------------------------------------------------------------------------- preparation, progress
 
 
 def test_prepare_clip_centre_crops_like_training_clips():

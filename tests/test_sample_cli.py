@@ -5,13 +5,13 @@ import subprocess
 import sys
 
 import cv2
-import gin
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from hpdm.core import HPDM
+from binaries import binary_flags
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -76,19 +76,11 @@ def _sample(*args, check=True):
 
 
 def _sample_inprocess(*args):
-    """Run the binary's ``main`` in this process (fast); gin state is cleared afterwards."""
-    import gin
-    from absl import flags
-
+    """Run the binary's ``main`` in this process (fast), its flags defined for the call alone."""
     from hpdm.cli import sample
 
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["hpdm-sample", *args, "--gin_param=SamplingSteps.num_steps=[3, 2, 2]"])
-    try:
+    with binary_flags(sample.define_flags, ["hpdm-sample", *args, "--gin_param=SamplingSteps.num_steps=[3, 2, 2]"]):
         sample.main([])
-    finally:
-        flags.FLAGS.unparse_flags()
-        gin.clear_config()
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +116,7 @@ def test_files_resolution_and_npy(uncond_dir, tmp_path):
     from hpdm.core import load_pretrained
     from hpdm.samplers import SamplingSteps, sample_videos
 
-    model = load_pretrained(uncond_dir)
-    gin.clear_config()  # load_pretrained leaves the saved config bound; keep other tests clean
+    model, _ = load_pretrained(uncond_dir)
     videos = sample_videos(model, 2, 5, overlap="hw", level_schedule=SamplingSteps(num_steps=[3, 2, 2]))
     for i in range(2):
         np.testing.assert_array_equal(np.load(out / f"video_{i:04d}.npy"), videos[i].numpy())
@@ -175,9 +166,8 @@ def test_autoguidance_flags(tmp_path):
         f"--workdir={good}", f"--output_dir={tmp_path}/guided", *args, f"--guide_model={weak}",
         "--autoguidance_scale=2.5", "--autoguidance_levels=0,1", "--autoguidance_sigmas=0.5,20",
     )
-    guide = load_pretrained(weak)
-    model = load_pretrained(good)
-    gin.clear_config()
+    guide, _ = load_pretrained(weak)
+    model, _ = load_pretrained(good)
     schedule = SamplingSteps(num_steps=[3, 2, 2])
     expected = sample_videos(
         model, 2, 3, labels=1, overlap="hw", level_schedule=schedule,

@@ -20,7 +20,7 @@ Usage::
     hpdm-sample --workdir=runs/quickstart --output_dir=out --num_videos=2 --seed=0 --nocache \
         --gin_param="SamplingSteps.num_steps=[32, 8, 4]"
 
-    # Export a self-contained model directory (operative config + EMA weights), then sample from it.
+    # Export a self-contained model directory (the run's gin config + EMA weights), then sample from it.
     hpdm-sample --workdir=runs/quickstart --export_dir=exports/quickstart
     hpdm-sample --workdir=exports/quickstart --output_dir=out --num_videos=2 --seed=0
 
@@ -40,32 +40,47 @@ import os
 
 from absl import app, flags, logging
 
-from hpdm.samplers.guidance import define_autoguidance_flags
+from hpdm.cli.common import autoguidance_from_flags, define_autoguidance_flags, define_flag
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "training workdir, exported model directory or Hugging Face Hub repo id.")
-flags.DEFINE_string("output_dir", None, "where the videos are written.")
-flags.DEFINE_integer("num_videos", 4, "number of videos to generate.")
-flags.DEFINE_integer("seed", 0, "random seed; the same seed gives the same videos.")
-flags.DEFINE_integer("class_label", None, "class id for a class-conditional model (default: random per video).")
-flags.DEFINE_string("prompt", None, "text prompt for a text-conditional model.")
-flags.DEFINE_float("guidance_scale", 1.0, "classifier-free guidance scale (1 = no guidance).")
-flags.DEFINE_string(
-    "overlap", None, "axes with 50%% tile overlap: any subset of f, h, w ('' for none); default: the config's OverlapSampler.overlap (fhw)."
-)
-flags.DEFINE_bool("cache", True, "context caching (Sec. 4.5); --nocache runs every lower level at every step.")
-flags.DEFINE_multi_string("gin_param", [], "gin bindings (repeatable), e.g. \"SamplingSteps.base_steps=64\".")
-flags.DEFINE_integer("batch_size", 4, "videos generated together.")
-flags.DEFINE_integer("tile_batch_size", 16, "tiles per model call (bounds memory).")
-flags.DEFINE_bool("offload_cache", False, "keep cached tile contexts on the CPU between steps.")
-flags.DEFINE_bool("use_ema", True, "use the EMA weights of a training workdir.")
-flags.DEFINE_float("fps", 8.0, "frame rate of the .mp4 and .gif files.")
-flags.DEFINE_string("device", None, "torch device (default: cuda if available, else cpu).")
-flags.DEFINE_string("export_dir", None, "export the model (config + EMA weights) here and exit.")
-flags.DEFINE_bool(
-    "trust_config", False, "load or export a saved config.gin that imports modules from outside hpdm (runs their code)."
-)
-define_autoguidance_flags()
+
+
+def define_flags() -> None:
+    """The flags of ``hpdm-sample`` (``define_flag``: safe to call again, and beside other binaries)."""
+    define_flag(
+        flags.DEFINE_string, "workdir", None, "training workdir, exported model directory or Hugging Face Hub repo id."
+    )
+    define_flag(flags.DEFINE_string, "output_dir", None, "where the videos are written.")
+    define_flag(flags.DEFINE_integer, "num_videos", 4, "number of videos to generate.")
+    define_flag(flags.DEFINE_integer, "seed", 0, "random seed; the same seed gives the same videos.")
+    define_flag(
+        flags.DEFINE_integer, "class_label", None, "class id for a class-conditional model (default: random per video)."
+    )
+    define_flag(flags.DEFINE_string, "prompt", None, "text prompt for a text-conditional model.")
+    define_flag(flags.DEFINE_float, "guidance_scale", 1.0, "classifier-free guidance scale (1 = no guidance).")
+    define_flag(
+        flags.DEFINE_string, "overlap", None,
+        "axes with 50%% tile overlap: any subset of f, h, w ('' for none); default: the config's "
+        "OverlapSampler.overlap (fhw).",
+    )
+    define_flag(
+        flags.DEFINE_bool, "cache", True, "context caching (Sec. 4.5); --nocache runs every lower level at every step."
+    )
+    define_flag(
+        flags.DEFINE_multi_string, "gin_param", [], "gin bindings (repeatable), e.g. \"SamplingSteps.base_steps=64\"."
+    )
+    define_flag(flags.DEFINE_integer, "batch_size", 4, "videos generated together.")
+    define_flag(flags.DEFINE_integer, "tile_batch_size", 16, "tiles per model call (bounds memory).")
+    define_flag(flags.DEFINE_bool, "offload_cache", False, "keep cached tile contexts on the CPU between steps.")
+    define_flag(flags.DEFINE_bool, "use_ema", True, "use the EMA weights of a training workdir.")
+    define_flag(flags.DEFINE_float, "fps", 8.0, "frame rate of the .mp4 and .gif files.")
+    define_flag(flags.DEFINE_string, "device", None, "torch device (default: cuda if available, else cpu).")
+    define_flag(flags.DEFINE_string, "export_dir", None, "export the model (config + EMA weights) here and exit.")
+    define_flag(
+        flags.DEFINE_bool, "trust_config", False,
+        "load or export a saved config.gin that imports modules from outside hpdm (runs their code).",
+    )
+    define_autoguidance_flags()
 
 
 def main(argv) -> None:
@@ -74,7 +89,7 @@ def main(argv) -> None:
     from hpdm.pipeline import HPDMPipeline, resolve_model_dir
     from hpdm.samplers.io import write_video_files
 
-    # Process-wide: the --guide_model load (hpdm.samplers.guidance) follows the flag too.
+    # Process-wide: the --guide_model load (autoguidance_from_flags) follows the flag too.
     gin_utils.set_config_trust(FLAGS.trust_config)
     if FLAGS.export_dir:
         from hpdm.core import export_model
@@ -89,9 +104,7 @@ def main(argv) -> None:
     if FLAGS.num_videos < 1:
         raise app.UsageError("--num_videos must be >= 1")
 
-    from hpdm.samplers.guidance import load_autoguidance
-
-    autoguidance = load_autoguidance()  # first: loading replaces the gin config, and the guided model's must stay
+    autoguidance = autoguidance_from_flags()
     pipe = HPDMPipeline.from_pretrained(FLAGS.workdir, FLAGS.device, use_ema=FLAGS.use_ema, bindings=FLAGS.gin_param)
     videos = pipe(
         labels=FLAGS.class_label,  # validated against the model's classes by sample_videos
@@ -161,8 +174,9 @@ def _main_or_refusal(argv) -> None:
 
 def run() -> None:
     """Console-script entry point (``hpdm-sample``)."""
+    define_flags()
     # Required only when this binary runs: other binaries (hpdm-eval) define --workdir too, and a
-    # module-level requirement would break them when both modules are imported in one process.
+    # requirement set by define_flags would hold for them when several run in one process.
     flags.mark_flag_as_required("workdir")
     app.run(_main_or_refusal)
 

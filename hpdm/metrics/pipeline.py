@@ -22,12 +22,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from hpdm.data.clips import resize_crop
 from hpdm.metrics import detectors
 from hpdm.metrics.inception_score import IS_NUM_FRAMES
 from hpdm.metrics.progress import ProgressLog
 from hpdm.metrics.seams import SeamAccumulator
 from hpdm.metrics.stats import FeatureStats
+from hpdm.video.frames import resize_crop
 
 # Recorded with every result and part of the real-statistics cache key: statistics of clips
 # prepared another way (earlier versions stretched reals to the evaluation size) never mix.
@@ -37,7 +37,7 @@ PREPARATION = "first frames at the native rate; short side resized, centre crop;
 def prepare_clip(video: np.ndarray, num_frames: int, size_hw: Sequence[int]) -> np.ndarray:
     """uint8 ``[T, H, W, C]`` -> its first ``num_frames`` frames at ``size_hw``, as training clips are cut.
 
-    ``hpdm.data.clips.resize_crop`` is the training loader's own function (centre crop, as the
+    ``hpdm.video.frames.resize_crop`` is the training loader's own function (centre crop, as the
     data's ``random_crop=False``): scale so the frame covers ``size_hw`` keeping the aspect ratio,
     area filter when shrinking, then crop the middle.
     """

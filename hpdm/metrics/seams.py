@@ -10,7 +10,7 @@ the score is
 
 so 1.0 means the edges look like any other place in the video and larger values mean seams.
 The score is a pure function of the video and the edge positions; ``tile_edges`` derives those
-from the tiling (last tile flush with the far edge, as the sampler tiles).
+from the sampler's own tiling (``hpdm.pyramid.tiles``: last tile flush with the far edge).
 
 Videos are ``[..., T, H, W, C]`` (uint8 or float; the layout of video files and sampler output).
 An edge position ``e`` is the boundary between pixels ``e - 1`` and ``e`` on its axis.
@@ -22,44 +22,35 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from hpdm.pyramid.tiles import parse_overlap, tile_starts
+
 AXES = ("t", "h", "w")
 
 
-def tile_starts(length: int, tile: int, stride: int) -> list[int]:
-    """Start offsets of tiles of size ``tile`` every ``stride`` pixels, the last flush with the end."""
-    if tile <= 0 or stride <= 0:
-        raise ValueError(f"tile ({tile}) and stride ({stride}) must be positive")
-    if tile > length:
-        raise ValueError(f"tile {tile} is larger than the axis length {length}")
-    starts = list(range(0, length - tile + 1, stride))
-    if starts[-1] != length - tile:
-        starts.append(length - tile)
-    return starts
+def tile_edges(length: int, tile: int, overlap: bool) -> list[int]:
+    """Interior tile boundaries (tile starts and ends strictly inside ``(0, length)``), sorted.
 
-
-def tile_edges(length: int, tile: int, stride: int) -> list[int]:
-    """Interior tile boundaries (tile starts and ends strictly inside ``(0, length)``), sorted."""
+    The tiles are the sampler's own (``hpdm.pyramid.tiles.tile_starts``): abutting, or overlapping
+    by 50% with stride ``tile // 2``, the last one flush with the far edge.
+    """
     edges = set()
-    for start in tile_starts(length, tile, stride):
+    for start in tile_starts(length, tile, overlap):
         edges.update((start, start + tile))
     return sorted(e for e in edges if 0 < e < length)
 
 
-def overlap_stride(tile: int, overlap: float) -> int:
-    """Stride of tiles overlapping by the fraction ``overlap`` (0 or 0.5 in the paper)."""
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    # Floor, as the sampler's ``tile // 2``: odd tiles must land on the same grid.
-    return max(1, int(tile * (1.0 - overlap)))
-
-
 def video_tile_edges(
-    shape_thw: Sequence[int], patch_res: Sequence[int], overlap: Sequence[float]
+    shape_thw: Sequence[int], patch_res: Sequence[int], overlap: str | Sequence[bool] | None
 ) -> dict[str, list[int]]:
-    """Edge positions per axis for a ``(T, H, W)`` video tiled by ``patch_res`` tiles."""
+    """Edge positions per axis for a ``(T, H, W)`` video tiled by ``patch_res`` tiles.
+
+    ``overlap`` is the sampler's: the 50%-overlap axes as ``"fhw"``-style text or three flags
+    (``hpdm.pyramid.tiles.parse_overlap``).
+    """
+    per_axis = parse_overlap(overlap)
     return {
-        axis: tile_edges(int(length), int(tile), overlap_stride(int(tile), float(ov)))
-        for axis, length, tile, ov in zip(AXES, shape_thw, patch_res, overlap)
+        axis: tile_edges(int(length), int(tile), axis_overlap)
+        for axis, length, tile, axis_overlap in zip(AXES, shape_thw, patch_res, per_axis)
     }
 
 
