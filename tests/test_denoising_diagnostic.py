@@ -22,7 +22,7 @@ class RecordingDenoiser:
         self.schedule = SimpleNamespace(context_sigma=lambda level: CONTEXT[level])
         self.calls = []
 
-    def __call__(self, x, coords, sigma, cond):
+    def __call__(self, *, x, sigma, coords, cond=None):  # keywords only: the order of HPDM.forward is not pinned
         self.calls.append((x.shape, coords.shape, sigma.clone(), cond))
         return x.clone() if self.clean is None else self.clean[:, : x.shape[1]].clone()
 
@@ -58,9 +58,11 @@ def test_bad_level_or_sigma_is_named():
         level_denoising_ratio(RecordingDenoiser(), x0, coords, 0, 0.0)
 
 
+@pytest.mark.slow
 def test_cli_on_the_shipped_quickstart_model_denoises():
     out = subprocess.run(
-        [sys.executable, "-m", "hpdm.diagnostics.denoising", "--model=pretrained/quickstart", "--num_videos=2", "--sigmas=0.2"],
+        [sys.executable, "-m", "hpdm.cli.diagnose", "denoising", "--model=pretrained/quickstart", "--num_videos=2",
+         "--sigmas=0.2"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]

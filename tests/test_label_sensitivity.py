@@ -99,11 +99,12 @@ def test_unknown_attribute_is_rejected():
 
 def _cli(*flags):
     return subprocess.run(
-        [sys.executable, "-m", "hpdm.diagnostics.label_sensitivity", *flags],
+        [sys.executable, "-m", "hpdm.cli.diagnose", "labels", *flags],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="2"),
     )
 
 
+@pytest.mark.slow
 def test_cli_on_the_shipped_quickstart_model(tmp_path):
     """The shipped model takes colour and shape from its label (its samples: all colours right, ~0.9 of
     shapes at guidance 3). Run 7 reads ~0.5 for colour at sigma 4 and ~0.18 for shape at sigma 2;
@@ -118,6 +119,7 @@ def test_cli_on_the_shipped_quickstart_model(tmp_path):
     assert "attribute  sigma" in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_rejects_a_model_of_other_classes(tmp_path):
     from model_utils import write_export
 

@@ -1,5 +1,5 @@
-"""hpdm/diagnostics/level0_ablation.py: its first row is the motion_retention measurement of the model it starts
-from, it trains, and the gin bindings reach the model."""
+"""hpdm-diagnose level0-ablation (hpdm.diagnostics.level0_ablation): its first row is the motion check's
+measurement of the model it starts from, it trains, and the gin bindings reach the model."""
 
 import json
 import os
@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,13 +16,14 @@ SMALL = ["--sample_steps=3", "--steps=2", "--warmup_steps=1", "--eval_every=2", 
 
 def _run(tmp_path, *flags):
     out = subprocess.run(
-        [sys.executable, "hpdm/diagnostics/level0_ablation.py", *SMALL, f"--output={tmp_path / 'rows.jsonl'}", *flags],
+        [sys.executable, "-m", "hpdm.cli.diagnose", "level0-ablation", *SMALL, f"--output={tmp_path / 'rows.jsonl'}", *flags],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_starts_from_the_shipped_model_as_motion_retention_reads_it(tmp_path):
     from hpdm.core import load_pretrained
     from hpdm.data.synthetic import SyntheticVideos
@@ -33,8 +35,8 @@ def test_starts_from_the_shipped_model_as_motion_retention_reads_it(tmp_path):
     assert [r["step"] for r in rows] == [0, 2] and all(len(r["retention"]) == 2 for r in rows)
     assert "loss" in rows[1] and rows[1]["x0_mse"] != rows[0]["x0_mse"]  # it trained
 
-    model = load_pretrained("pretrained/quickstart", use_ema=True)
-    source = SyntheticVideos()
+    model, config = load_pretrained("pretrained/quickstart", use_ema=True)
+    source = config.call(SyntheticVideos)
     clean, labels = real_level0_videos(source, model.pyramid, 1000, 4)
     with torch.no_grad():
         expected = measure(level0_denoiser(model), clean, labels, [1.0, 2.0], repeats=2, seed=0)
@@ -46,6 +48,7 @@ def test_starts_from_the_shipped_model_as_motion_retention_reads_it(tmp_path):
     assert rows[0]["sample_size_ratio"] == round(float(np.nanmedian(size_ratios(sampled))), 3)
 
 
+@pytest.mark.slow
 def test_gin_bindings_reach_the_model(tmp_path):
     (tmp_path / "linear").mkdir()
     (tmp_path / "mixing").mkdir()

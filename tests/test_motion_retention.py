@@ -95,11 +95,12 @@ def test_an_oracle_that_knows_all_but_the_place_keeps_the_motion_at_moderate_noi
 
 def _cli(*flags):
     return subprocess.run(
-        [sys.executable, "-m", "hpdm.diagnostics.motion_retention", *flags],
+        [sys.executable, "-m", "hpdm.cli.diagnose", "motion", *flags],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="2"),
     )
 
 
+@pytest.mark.slow
 def test_cli_on_the_shipped_quickstart_model(tmp_path):
     """The shipped model keeps nearly all motion at low noise and less at sigma 2 (run 8: 0.99 and 0.70)."""
     out = _cli("--model=pretrained/quickstart", "--num_videos=12", "--sigmas=0.25,2", f"--output={tmp_path / 'm.json'}")
@@ -112,11 +113,13 @@ def test_cli_on_the_shipped_quickstart_model(tmp_path):
     assert "sigma    ratio" in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_refuses_start_sigmas_without_sampling():
     out = _cli("--model=pretrained/quickstart", "--sample_from_sigmas=2")
     assert out.returncode != 0 and "--sample_from_sigmas needs --sample_steps" in out.stderr
 
 
+@pytest.mark.slow
 def test_cli_rejects_an_unconditional_model(tmp_path):
     from model_utils import write_export
 
@@ -165,6 +168,7 @@ def test_sampling_from_noised_videos_starts_there():
         sample_level0(oracle, labels[:2], clean.shape[1:], (0.002, 80.0), start=(clean, 3.0))
 
 
+@pytest.mark.slow
 def test_cli_samples_level_0_on_request(tmp_path):
     out = _cli("--model=pretrained/quickstart", "--num_videos=4", "--sigmas=1", "--sample_steps=4", "--sample_from_sigmas=2")
     assert out.returncode == 0, out.stderr[-3000:]
@@ -172,6 +176,7 @@ def test_cli_samples_level_0_on_request(tmp_path):
     assert "from the videos at sigma 2" in out.stdout and "(ratio" in out.stdout and "size ratio" in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_autoguidance_by_the_model_itself_changes_nothing(tmp_path):
     """x0_weak + w (x0 - x0_weak) is x0 when the weak model is the model: the same lines, digit for digit."""
     flags = ("--model=pretrained/quickstart", "--num_videos=4", "--sigmas=1,2", "--sample_steps=4")
@@ -181,10 +186,10 @@ def test_cli_autoguidance_by_the_model_itself_changes_nothing(tmp_path):
     assert guided.stdout == plain.stdout and "level-0 samples" in plain.stdout
 
 
+@pytest.mark.slow
 def test_autoguidance_by_run_7_moves_the_shipped_models_objects_further():
     """pretrained/quickstart_run7 draws objects nearly still; extrapolating level 0 away from it moves
     the shipped model's level-0 samples further (36 videos, 64 steps: travel 0.12 -> 0.37 at scale 3)."""
-    import gin
     import numpy as np
 
     from hpdm.core import load_pretrained
@@ -195,10 +200,9 @@ def test_autoguidance_by_run_7_moves_the_shipped_models_objects_further():
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        weak = load_pretrained(os.path.join(ROOT, "pretrained", "quickstart_run7"))
-        model = load_pretrained(os.path.join(ROOT, "pretrained", "quickstart"))
-        clean, labels = real_level0_videos(SyntheticVideos(), model.pyramid, 1000, 12)
-        gin.clear_config()
+        weak, _ = load_pretrained(os.path.join(ROOT, "pretrained", "quickstart_run7"))
+        model, config = load_pretrained(os.path.join(ROOT, "pretrained", "quickstart"))
+        clean, labels = real_level0_videos(config.call(SyntheticVideos), model.pyramid, 1000, 12)
         sigma_range = model.schedule.sigma_range(0)
         plain = travels(sample_level0(level0_denoiser(model), labels, clean.shape[1:], sigma_range, 16))
         guided = level0_denoiser(model, autoguidance=Autoguidance(weak, scale=3.0))

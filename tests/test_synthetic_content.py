@@ -125,24 +125,33 @@ def test_empty_video_reads_as_nothing():
     assert reading.single_object_frames == 0.0 and np.isnan(reading.track_rms)
 
 
-def _probe_shipped_model(tmp_path, *flags):
-    """Run the probe CLI on the shipped model (one video per class); ``(process, report dict)``."""
-    import json
+def _diagnose(*args, timeout=300, **env):
+    """``python -m hpdm.cli.diagnose ARGS`` from the repository root: the completed process."""
     import os
     import subprocess
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run(
+        [sys.executable, "-m", "hpdm.cli.diagnose", *args],
+        cwd=root, capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **env),
+    )
+
+
+def _probe_shipped_model(tmp_path, *flags):
+    """Run the probe CLI on the shipped model (one video per class); ``(process, report dict)``."""
+    import json
+
     report = tmp_path / "probe.json"
-    out = subprocess.run(
-        [sys.executable, "-m", "hpdm.diagnostics.synthetic_content", "--model=pretrained/quickstart",
-         "--videos_per_class=1", "--batch_size=9", f"--output={report}", *flags],
-        cwd=root, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="2"),
+    out = _diagnose(
+        "content", "--model=pretrained/quickstart", "--videos_per_class=1", "--batch_size=9",
+        f"--output={report}", *flags, timeout=600, OMP_NUM_THREADS="2",
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return out, json.loads(report.read_text())
 
 
+@pytest.mark.slow
 def test_cli_on_the_shipped_quickstart_model(tmp_path):
     """The CLI samples one video per class and writes a report whose real-video row is perfect."""
     out, data = _probe_shipped_model(tmp_path, "--save_videos", "--gin_param=SamplingSteps.num_steps=[16, 1, 1]")
@@ -153,24 +162,18 @@ def test_cli_on_the_shipped_quickstart_model(tmp_path):
     assert "samples" in out.stdout and "colour_accuracy=" in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_rejects_an_unconditional_model(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     from model_utils import write_export
 
     write_export(tmp_path, target_res=(2, 16, 16), patch_res=(2, 8, 8), token_size=(1, 4, 4), token_dim=16,
                  latent_dim=16, num_latents=4, num_blocks=2, latent_layers_per_block=1, head_dim=8)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run(
-        [sys.executable, "-m", "hpdm.diagnostics.synthetic_content", f"--model={tmp_path}"],
-        cwd=root, capture_output=True, text=True, timeout=300,
-    )
+    out = _diagnose("content", f"--model={tmp_path}")
     assert out.returncode != 0
     assert "needs a class-conditional model" in out.stderr
 
 
+@pytest.mark.slow
 def test_cli_conditions_on_real_coarse_levels(tmp_path):
     """--real_levels=2 generates only the finest level, from real levels 0 and 1: the colour follows."""
     _, data = _probe_shipped_model(
@@ -225,3 +228,37 @@ def test_size_ratio_is_the_area_ratio_of_a_swelling_object(grow):
     reading = read_video(video)
     assert reading.single_object_frames == 1.0 and reading.travel < 0.01
     assert reading.size_ratio == pytest.approx(grow**2, rel=0.05)
+
+
+# The hpdm-diagnose binary (hpdm.cli.diagnose), whose first command is this probe.
+
+
+@pytest.mark.slow
+def test_diagnose_lists_its_commands_and_a_command_its_flags():
+    listing = _diagnose("--help")
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    for command in ("content", "motion", "labels", "denoising", "level0-ablation"):
+        assert f"  {command} " in listing.stdout
+    content = _diagnose("content", "--help")  # absl's --help, which exits 1
+    assert "--videos_per_class" in content.stdout and "--guide_model" in content.stdout
+    assert "--train_videos" not in content.stdout  # another command's flag
+    for args in ((), ("contents", "--model=pretrained/quickstart")):
+        out = _diagnose(*args)
+        assert out.returncode == 2 and "usage: hpdm-diagnose COMMAND" in out.stderr
+
+
+def test_diagnose_flags_are_defined_once_and_never_with_another_default():
+    from absl import flags
+
+    from binaries import own_registry
+    from hpdm.cli import diagnose
+
+    with own_registry():
+        diagnose.define_flags("denoising")
+        diagnose.define_flags("denoising")  # the same flags again: kept as they are
+        assert flags.FLAGS["num_videos"].default == 16
+        assert flags.FLAGS["sigmas"].default == ["0.01", "0.05", "0.2", "1.0"]
+        with pytest.raises(ValueError, match=r"--num_videos .*\b16\b.*\b48\b"):
+            diagnose.define_flags("labels")
+        with pytest.raises(ValueError, match="unknown command 'probe'"):
+            diagnose.define_flags("probe")

@@ -1,16 +1,17 @@
 """Per-level denoising error of a trained HPDM: a training diagnostic beside the sample metrics.
 
 For level ``l`` of real patch hierarchies, the ancestors ``0..l-1`` sit at their context noise level
-(the regime they are fed in at inference, DESIGN.md "Inference"), level ``l`` is noised at ``sigma``,
+(the regime they are fed in at inference, docs/design.md, "Inference"), level ``l`` is noised at ``sigma``,
 and the model's x0 estimate is compared with the clean patch (the x0 form of the paper's Eq. 4).
 The figure reported is ``E||D - x0||^2 / sigma^2`` per pixel: 1 means the noise passes through
 untouched (the identity denoiser), 0 a perfect denoiser. Finer levels are not run: the
 coarse-to-fine flow makes level ``l`` independent of them.
 
-    python -m hpdm.diagnostics.denoising --model=pretrained/quickstart
+    hpdm-diagnose denoising --model=pretrained/quickstart
 
 prints the table for built-in synthetic videos 1000..1015 (the training distribution itself: the
-synthetic source has no held-out split, so this measures fit, not generalisation).
+synthetic source has no held-out split, so this measures fit, not generalisation), rendered with the
+source settings of the model's config (``video_table``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ def level_denoising_ratio(
 ) -> float:
     """``mean((D - x0)^2) / sigma^2`` of ``level`` for clean hierarchies ``x0 [B, L+1, C, t, h, w]``.
 
-    ``model`` is called as ``model(x, coords, sigma, cond)`` on the first ``level + 1`` levels
-    (``hpdm.core.HPDM``'s interface); ``model.schedule.context_sigma(k)`` gives the ancestors' noise.
+    ``model`` is called as ``model(x=..., coords=..., sigma=..., cond=...)`` on the first ``level + 1``
+    levels (``hpdm.core.HPDM``'s forward, by keyword so that its argument order is free);
+    ``model.schedule.context_sigma(k)`` gives the ancestors' noise.
     """
     if not 0 <= level < x0.shape[1]:
         raise ValueError(f"level {level} out of range for hierarchies of {x0.shape[1]} levels")
@@ -44,7 +46,7 @@ def level_denoising_ratio(
     sigmas = levels.to(x0.device).expand(x0.shape[0], -1)
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     x = x0 + sigmas[:, :, None, None, None, None] * noise
-    denoised = model(x, coords[:, : level + 1], sigmas, cond)
+    denoised = model(x=x, coords=coords[:, : level + 1], sigma=sigmas, cond=cond)
     return ((denoised[:, level] - x0[:, level]).square().mean() / sigma**2).item()
 
 
@@ -59,45 +61,26 @@ def denoising_table(
     ]
 
 
-def main(argv: Sequence[str]) -> None:
-    del argv
-    from absl import flags
-
-    from hpdm.core import load_pretrained
-    from hpdm.data.synthetic import SyntheticVideos
+def video_table(model, source, num_videos: int = 16, first_index: int = 1000, sigmas: Sequence[float] = (0.01, 0.05, 0.2, 1.0), seed: int = 0) -> list[list[float]]:
+    """``denoising_table`` of ``model`` on one random patch hierarchy (Sec. 4.1) of each of ``source``'s
+    videos ``first_index..first_index+num_videos-1``, under their labels when the model is
+    class-conditional; ``seed`` draws the patch offsets and the noise."""
     from hpdm.pyramid import sample_hierarchy
 
-    flags_ = flags.FLAGS
-    model = load_pretrained(flags_.model, use_ema=True)
-    source = SyntheticVideos()
-    generator = torch.Generator().manual_seed(flags_.seed)
+    generator = torch.Generator().manual_seed(seed)
     patches, coords, labels = [], [], []
-    for i in range(flags_.num_videos):
-        video, label, _ = source.render(flags_.first_index + i, model.pyramid.target_res)
+    for i in range(num_videos):
+        video, label, _ = source.render(first_index + i, model.pyramid.target_res)
         p, c = sample_hierarchy(video, model.pyramid, generator)
         patches.append(p)
         coords.append(c)
         labels.append(label)
     cond = {"label": torch.tensor(labels)} if getattr(model, "num_classes", 0) else None
-    sigmas = [float(s) for s in flags_.sigmas]
-    table = denoising_table(model, torch.stack(patches), torch.stack(coords), sigmas, cond, flags_.seed)
-    print("mse / sigma^2 (1 = no denoising)")
-    print("level  " + "  ".join(f"sigma={s:<6g}" for s in sigmas))
-    for level, row in enumerate(table):
-        print(f"{level:<5}  " + "  ".join(f"{r:<12.3f}" for r in row))
+    return denoising_table(model, torch.stack(patches), torch.stack(coords), [float(s) for s in sigmas], cond, seed)
 
 
-def run() -> None:
-    from absl import app, flags
-
-    flags.DEFINE_string("model", None, "training workdir or exported model directory.")
-    flags.DEFINE_integer("num_videos", 16, "synthetic videos to measure on.")
-    flags.DEFINE_integer("first_index", 1000, "first synthetic video index.")
-    flags.DEFINE_list("sigmas", ["0.01", "0.05", "0.2", "1.0"], "data-space noise levels.")
-    flags.DEFINE_integer("seed", 0, "seed of the patch offsets and the noise.")
-    flags.mark_flag_as_required("model")
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()
+def format_table(sigmas: Sequence[float], table: Sequence[Sequence[float]]) -> str:
+    """The CLI's table: one row per level, one column per sigma."""
+    lines = ["mse / sigma^2 (1 = no denoising)", "level  " + "  ".join(f"sigma={s:<6g}" for s in sigmas)]
+    lines += [f"{level:<5}  " + "  ".join(f"{r:<12.3f}" for r in row) for level, row in enumerate(table)]
+    return "\n".join(lines)

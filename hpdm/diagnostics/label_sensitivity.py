@@ -19,15 +19,16 @@ video, this is a continuous figure with a standard error, cheap enough to follow
 
 Usage::
 
-    python -m hpdm.diagnostics.label_sensitivity --model=pretrained/quickstart --num_videos=48
+    hpdm-diagnose labels --model=pretrained/quickstart --num_videos=48
 
-The real videos follow the source settings in the model's config; ``--gin_param`` overrides them
-(two models trained on different settings compare on the same videos).
+The real videos follow the source settings in the model's config
+(``hpdm.diagnostics.synthetic_content.synthetic_source``); ``--gin_param`` overrides them (two models
+trained on different settings compare on the same videos).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -129,74 +130,33 @@ def level0_denoiser(model, device=None, autoguidance=None) -> Denoiser:
     return denoise
 
 
+def measure_videos(
+    denoise: Denoiser,
+    source: SyntheticVideos,
+    pyramid,
+    attributes: Sequence[str] = tuple(ATTRIBUTES),
+    num_videos: int = 48,
+    first_index: int = 1000,
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    seed: int = 0,
+) -> list[Sensitivity]:
+    """``Sensitivity`` per attribute and sigma of a level-0 (Sec. 4.1) ``denoise`` of ``pyramid``, over
+    ``source``'s videos ``first_index..first_index+num_videos-1`` and their counterfactuals."""
+    from hpdm.pyramid import level_video
+
+    to_level = lambda videos: level_video(videos, pyramid, 0)  # noqa: E731
+    results = []
+    for attribute in attributes:
+        sets = [
+            counterfactuals(source, first_index + i, attribute, to_level, pyramid.target_res)
+            for i in range(num_videos)
+        ]
+        results += measure(denoise, sets, attribute, [float(s) for s in sigmas], seed=seed)
+    return results
+
+
 def format_table(results: Sequence[Sensitivity]) -> str:
     """The CLI's table: one row per attribute and sigma."""
     lines = ["attribute  sigma    s       stderr  pairs"]
     lines += [f"{r.attribute:<9}  {r.sigma:<7g}  {r.mean:6.3f}  {r.stderr:6.3f}  {r.pairs}" for r in results]
     return "\n".join(lines)
-
-
-def report(table: str, results: Sequence, output: str | None) -> None:
-    """What a level-0 (Sec. 4.1) CLI prints (``table``) and, given ``output``, the dataclass ``results``
-    as JSON."""
-    import json
-
-    print(table)
-    if output:
-        with open(output, "w") as fh:
-            json.dump([asdict(r) for r in results], fh, indent=1)
-
-
-def define_level0_flags(num_videos: int, num_videos_help: str) -> None:
-    """The absl flags shared by the level-0 (Sec. 4.1) CLIs (this one and ``hpdm.diagnostics.motion_retention``):
-    the model, the real synthetic videos (``num_videos`` of them by default), the noise levels and
-    seed, the device, the JSON output and gin bindings over the model's config."""
-    from absl import flags
-
-    flags.DEFINE_string("model", None, "training workdir or exported model directory.")
-    flags.DEFINE_integer("num_videos", num_videos, num_videos_help)
-    flags.DEFINE_integer("first_index", 1000, "first synthetic index used.")
-    flags.DEFINE_list("sigmas", [str(s) for s in DEFAULT_SIGMAS], "noise levels (data space, level 0).")
-    flags.DEFINE_integer("seed", 0, "noise seed.")
-    flags.DEFINE_string("device", None, "torch device (default: where the model was loaded).")
-    flags.DEFINE_string("output", None, "also write the table as JSON here.")
-    flags.DEFINE_multi_string(
-        "gin_param", [], "gin bindings over the model's config, e.g. \"SyntheticVideos.radius=(0.16, 0.24)\" "
-        "to test on other videos than it was trained on.",
-    )
-    flags.mark_flag_as_required("model")
-
-
-def main(argv) -> None:
-    from absl import flags
-
-    from hpdm.diagnostics.synthetic_content import load_synthetic_model
-    from hpdm.pyramid import level_video
-
-    del argv
-    f = flags.FLAGS
-    model = load_synthetic_model(f.model, f.gin_param, f.device)
-    source = SyntheticVideos()  # the settings the model was trained on (its config is parsed)
-    pyramid = model.pyramid
-    to_level = lambda videos: level_video(videos, pyramid, 0)  # noqa: E731
-    denoise = level0_denoiser(model)
-    results = []
-    for attribute in f.attributes:
-        sets = [
-            counterfactuals(source, f.first_index + i, attribute, to_level, pyramid.target_res)
-            for i in range(f.num_videos)
-        ]
-        results += measure(denoise, sets, attribute, [float(s) for s in f.sigmas], seed=f.seed)
-    report(format_table(results), results, f.output)
-
-
-def run() -> None:
-    from absl import app, flags
-
-    define_level0_flags(48, "real synthetic videos (each gives 2 pairs per attribute).")
-    flags.DEFINE_list("attributes", list(ATTRIBUTES), "label parts tested: colour, shape.")
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()

@@ -19,9 +19,10 @@ prefers still objects, and its samples will too (the content probe reads their `
 
 Usage::
 
-    python -m hpdm.diagnostics.motion_retention --model=pretrained/quickstart --num_videos=36
+    hpdm-diagnose motion --model=pretrained/quickstart --num_videos=36
 
-The real videos follow the source settings in the model's config; ``--gin_param`` overrides them.
+The real videos follow the source settings in the model's config
+(``hpdm.diagnostics.synthetic_content.synthetic_source``); ``--gin_param`` overrides them.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from hpdm.diagnostics.label_sensitivity import DEFAULT_SIGMAS, Denoiser, define_level0_flags, level0_denoiser, report
+from hpdm.diagnostics.label_sensitivity import Denoiser
 from hpdm.diagnostics.synthetic_content import read_video
-from hpdm.samplers.hierarchical import to_uint8
+from hpdm.video.frames import to_uint8
 
 
 @dataclass
@@ -203,48 +204,3 @@ def format_level0_samples(denoise, clean, labels, sigma_range, num_steps: int, s
             f"{float(np.nanmedian(read['size_ratio'])):.3f}  readable {int(np.isfinite(t).sum())}/{len(t)}"
         )
     return "\n".join(lines)
-
-
-def main(argv) -> None:
-    from absl import app, flags
-
-    from hpdm.data.synthetic import SyntheticVideos
-    from hpdm.diagnostics.synthetic_content import load_synthetic_model
-    from hpdm.samplers.guidance import load_autoguidance
-
-    del argv
-    f = flags.FLAGS
-    if f.sample_from_sigmas and f.sample_steps <= 0:
-        raise app.UsageError("--sample_from_sigmas needs --sample_steps > 0")
-    autoguidance = load_autoguidance(f.device)  # first: the guided model's config must stay in force
-    model = load_synthetic_model(f.model, f.gin_param, f.device)
-    source = SyntheticVideos()  # the settings the model was trained on (its config is parsed)
-    clean, labels = real_level0_videos(source, model.pyramid, f.first_index, f.num_videos)
-    denoise = level0_denoiser(model, autoguidance=autoguidance)
-    results = measure(denoise, clean, labels, [float(s) for s in f.sigmas], f.repeats, f.seed)
-    table = format_table(results)
-    if f.sample_steps > 0:
-        table += "\n" + format_level0_samples(
-            denoise, clean, labels, model.schedule.sigma_range(0), f.sample_steps, f.seed,
-            [float(s) for s in f.sample_from_sigmas],
-        )
-    report(table, results, f.output)
-
-
-def run() -> None:
-    from absl import app, flags
-
-    from hpdm.samplers.guidance import define_autoguidance_flags
-
-    define_level0_flags(36, "real synthetic videos.")
-    define_autoguidance_flags()
-    flags.DEFINE_integer("repeats", 2, "noise draws per video and sigma.")
-    flags.DEFINE_integer("sample_steps", 0, "also sample level 0 for the real videos' labels with this many Heun "
-                         "steps and print the samples' median travel and size ratio (0: skip).")
-    flags.DEFINE_list("sample_from_sigmas", [], "with --sample_steps: also sample from the real videos noised to "
-                      "these sigmas (SDEdit-style) and print how much of their travel the samples keep.")
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()

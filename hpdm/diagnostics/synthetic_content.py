@@ -25,11 +25,11 @@ eyeballed. The probe reads pixels only (no model):
 
 Usage::
 
-    python -m hpdm.diagnostics.synthetic_content --model=pretrained/quickstart --videos_per_class=2
+    hpdm-diagnose content --model=pretrained/quickstart --videos_per_class=2
 
 samples ``videos_per_class`` videos of every class with the tiled, cached sampler and prints the
-probe's report beside the same report on real synthetic videos of the same classes. With
-``--real_levels=k`` the first k pyramid levels are not generated but taken from those real videos
+probe's report beside the same report on real synthetic videos of the same classes (``probe_model``).
+With ``--real_levels=k`` the first k pyramid levels are not generated but taken from those real videos
 (average-pooled to the level sizes), so the report shows what the finer levels make of a correct
 coarse video: comparing k = 0, 1, 2 locates the level where content is lost.
 """
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -209,54 +209,45 @@ def real_video_tensors(labels: Sequence[int], res: Sequence[int], first_index: i
 
 def real_videos(labels: Sequence[int], res: Sequence[int], first_index: int = 0, seed: int = 0, **source_args) -> list:
     """``real_video_tensors`` as a list of uint8 ``[T, H, W, 3]`` arrays (what the probe reads)."""
-    from hpdm.samplers.hierarchical import to_uint8
+    from hpdm.video.frames import to_uint8
 
     return list(to_uint8(real_video_tensors(labels, res, first_index, seed, **source_args)).numpy())
 
 
 def load_synthetic_model(path: str, bindings: Sequence[str] = (), device: Optional[str] = None):
-    """The EMA model at ``path`` (workdir or export; gin ``bindings`` on top), on ``device`` if given,
-    checked to be conditioned on the synthetic source's classes, for the CLIs that feed it real labels.
+    """``(model, config)``: the EMA model at ``path`` (workdir or export; gin ``bindings`` on top), on
+    ``device`` if given, checked to be conditioned on the synthetic source's classes, for the tools that
+    feed it real labels; ``config`` is the saved run config plus ``bindings``
+    (``hpdm.core.load_pretrained``).
 
-    Loading parses the model's config, so ``SyntheticVideos()`` built afterwards renders the videos
-    it was trained on.
+    Loading leaves the caller's gin config alone: ``synthetic_source(config)`` builds the source with
+    the settings the model was trained on.
     """
     from hpdm.core import load_pretrained
 
-    model = load_pretrained(path, use_ema=True, bindings=list(bindings))
-    if device:
-        model.to(device)
+    model, config = load_pretrained(path, use_ema=True, bindings=list(bindings), device=device)
     num_classes = int(getattr(model, "num_classes", 0))
     if num_classes != len(CLASS_NAMES):
         raise ValueError(
             f"needs a class-conditional model of the synthetic source's {len(CLASS_NAMES)} classes "
             f"(colour x shape), got num_classes={num_classes}"
         )
-    return model
+    return model, config
 
 
-def format_report(name: str, report: dict) -> str:
-    """One line: ``name`` then the report's accuracies and rates, e.g. ``samples   colour_accuracy=1.000 ...``."""
-    keys = ("colour_accuracy", "shape_accuracy", "single_object_frames", "shape_consistency", "track_rms", "travel", "size_ratio")
-    return f"{name:<10}" + "  ".join(f"{k}={report[k]:.3f}" for k in keys if k in report)
+def synthetic_source(config, bindings: Sequence[str] = ()):
+    """The ``SyntheticVideos`` a run was trained on: built under its saved ``config``
+    (``hpdm.gin_utils.SavedConfig``) plus ``bindings``, which may change the videos a model is tested on."""
+    from hpdm.data.synthetic import SyntheticVideos
+
+    return config.call(SyntheticVideos, bindings=bindings)
 
 
-def main(argv: Sequence[str]) -> None:
-    del argv
-    import json
+def sampling_progress(batch_size: int) -> Callable[[dict], None]:
+    """A ``sample_videos`` progress callback that logs each batch's levels once, for ``batch_size`` videos
+    generated together."""
+    from absl import logging
 
-    import torch
-    from absl import flags, logging
-
-    from hpdm.pyramid import level_video
-    from hpdm.samplers.guidance import load_autoguidance
-    from hpdm.samplers.hierarchical import sample_videos, to_uint8
-
-    f = flags.FLAGS
-    autoguidance = load_autoguidance(f.device)  # first: the guided model's config must stay in force
-    model = load_synthetic_model(f.model, f.gin_param, f.device)
-    num_classes = int(model.num_classes)
-    labels = [c for c in range(num_classes) for _ in range(f.videos_per_class)]
     seen = set()
 
     def progress(info: dict) -> None:
@@ -265,57 +256,54 @@ def main(argv: Sequence[str]) -> None:
             seen.add(key)
             logging.info(
                 "videos %d-%d/%d | level %d/%d | %d steps",
-                info["first_video"] + 1, min(info["first_video"] + f.batch_size, info["num_videos"]),
+                info["first_video"] + 1, min(info["first_video"] + batch_size, info["num_videos"]),
                 info["num_videos"], info["level"] + 1, info["num_levels"], info["num_steps"],
             )
 
-    # SyntheticVideos is gin-configurable and load_pretrained parsed the model's config: the real
-    # videos follow the source settings (texture, radius, ...) the model was trained on.
-    real = real_video_tensors(labels, model.pyramid.target_res, first_index=f.first_index)
-    given = [level_video(real, model.pyramid, level) for level in range(f.real_levels)]
-    fake = sample_videos(
-        model, len(labels), f.seed, labels=torch.tensor(labels), guidance_scale=f.guidance_scale,
-        batch_size=f.batch_size, tile_batch_size=f.tile_batch_size, progress=progress, given_levels=given,
+    return progress
+
+
+def probe_model(
+    model,
+    config,
+    labels: Sequence[int],
+    *,
+    seed: int = 0,
+    guidance_scale: float = 1.0,
+    batch_size: int = 8,
+    tile_batch_size: int = 16,
+    first_index: int = 1000,
+    real_levels: int = 0,
+    autoguidance=None,
+    progress: Optional[Callable[[dict], None]] = None,
+) -> tuple[dict, np.ndarray]:
+    """Sample one video per label and read them beside real videos of the same labels.
+
+    ``config`` is the config the model was loaded with (``load_synthetic_model``): the real videos
+    follow its source settings, and the sampler its steps and overlap. The real videos are the first
+    of each class from ``first_index`` on; their first ``real_levels`` pyramid levels (Sec. 4.1) are
+    given to the sampler instead of generated. Returns
+    ``({"real": report, "samples": report}, sampled uint8 [N, T, H, W, 3])`` (``content_report``).
+    """
+    import torch
+
+    from hpdm.pyramid import level_video
+    from hpdm.samplers.hierarchical import sample_videos
+    from hpdm.video.frames import to_uint8
+
+    labels = [int(l) for l in labels]
+    real = config.call(real_video_tensors, labels, model.pyramid.target_res, first_index=first_index)
+    given = [level_video(real, model.pyramid, level) for level in range(real_levels)]
+    fake = config.call(
+        sample_videos, model, len(labels), seed, labels=torch.tensor(labels), guidance_scale=guidance_scale,
+        batch_size=batch_size, tile_batch_size=tile_batch_size, progress=progress, given_levels=given,
         autoguidance=autoguidance,
     ).numpy()
     real = list(to_uint8(real).numpy())
-    results = {"real": content_report(real, labels), "samples": content_report(list(fake), labels)}
-    print(format_report("real", results["real"]))
-    print(format_report("samples", results["samples"]))
-    if f.output:
-        with open(f.output, "w") as fh:
-            meta = dict(labels=labels, guidance_scale=f.guidance_scale, seed=f.seed, real_levels=f.real_levels,
-                        guide_model=f.guide_model, autoguidance_scale=f.autoguidance_scale if f.guide_model else None)
-            json.dump(dict(results, **meta), fh, indent=1)
-        if f.save_videos:
-            np.save(f.output.rsplit(".", 1)[0] + "_videos.npy", fake)
+    return {"real": content_report(real, labels), "samples": content_report(list(fake), labels)}, fake
 
 
-def run() -> None:
-    from absl import app, flags
-
-    from hpdm.samplers.guidance import define_autoguidance_flags
-
-    flags.DEFINE_string("model", None, "training workdir or exported model directory.")
-    define_autoguidance_flags()
-    flags.DEFINE_integer("videos_per_class", 2, "sampled videos per class label.")
-    flags.DEFINE_integer("seed", 0, "sampling seed.")
-    flags.DEFINE_float("guidance_scale", 1.0, "classifier-free guidance scale (1 = none).")
-    flags.DEFINE_integer("batch_size", 8, "videos generated together.")
-    flags.DEFINE_integer("tile_batch_size", 16, "tiles per model call (bounds memory).")
-    flags.DEFINE_integer("first_index", 1000, "first synthetic index searched for the real reference videos.")
-    flags.DEFINE_string("device", None, "torch device (default: where the model was loaded).")
-    flags.DEFINE_string("output", None, "also write the report as JSON here.")
-    flags.DEFINE_multi_string("gin_param", [], "gin bindings, e.g. \"SamplingSteps.num_steps=[16, 8, 4]\".")
-    flags.DEFINE_integer(
-        "real_levels", 0,
-        "condition on the first k levels of the real reference videos instead of generating them "
-        "(0: generate everything); isolates which level loses the content.",
-    )
-    flags.DEFINE_bool("save_videos", False, "with --output, also save the sampled videos (.npy) beside it.")
-    flags.mark_flag_as_required("model")
-    app.run(main)
-
-
-if __name__ == "__main__":
-    run()
+def format_report(name: str, report: dict) -> str:
+    """One line: ``name`` then the report's accuracies and rates, e.g. ``samples   colour_accuracy=1.000 ...``."""
+    keys = ("colour_accuracy", "shape_accuracy", "single_object_frames", "shape_consistency", "track_rms", "travel", "size_ratio")
+    return f"{name:<10}" + "  ".join(f"{k}={report[k]:.3f}" for k in keys if k in report)
