@@ -80,10 +80,10 @@ def test_block_mixers_are_exempt_from_layer_adaptation_too():
         assert f"block_mixers.{b}.conv.weight" not in names
     x, coords, sigma = hierarchy_batch(model)
     with torch.no_grad():
-        before = model(x, coords, sigma)
+        before = model(x, sigma, coords)
         torch.nn.init.zeros_(model.block_mixers[-1].out.weight)
         torch.nn.init.zeros_(model.block_mixers[-1].out.bias)
-        assert not torch.allclose(model(x, coords, sigma), before)  # the last block's mixer reaches the output
+        assert not torch.allclose(model(x, sigma, coords), before)  # the last block's mixer reaches the output
 
 
 @pytest.mark.parametrize(
@@ -104,4 +104,45 @@ def test_fine_tuning_a_model_without_it_starts_from_the_same_function(fusion, ar
     assert initialised and all(".mixing." in name or name.startswith("block_mixers.") for name in initialised)
     x, coords, sigma = hierarchy_batch(trained)
     with torch.no_grad():
-        torch.testing.assert_close(grown(x, coords, sigma), trained(x, coords, sigma), rtol=0, atol=0)
+        torch.testing.assert_close(grown(x, sigma, coords), trained(x, sigma, coords), rtol=0, atol=0)
+
+
+def _reference_mixing(mixing, tokens):
+    """``LocalTokenMixing`` written out plainly: a depthwise ``F.conv3d`` with autograd's own backward."""
+    t, h, w = mixing.grid
+    grid = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], t, h, w)
+    conv = torch.nn.functional.conv3d(grid, mixing.conv.weight, mixing.conv.bias, padding=mixing.conv.padding,
+                                      groups=tokens.shape[2])
+    mixed = conv.flatten(2).transpose(1, 2)
+    return tokens + mixing.out(mixing.act(mixing.hidden(mixing.norm(mixed))))
+
+
+@pytest.mark.parametrize("grid, kernel", [((4, 8, 8), (3, 3, 3)), ((2, 3, 5), (1, 3, 3)), ((3, 4, 2), (5, 1, 3))])
+def test_the_cheap_backward_matches_a_plain_convolution(grid, kernel):
+    mixing = _randomised(grid, 6, kernel)
+    torch.nn.init.normal_(mixing.conv.bias)
+    tokens = torch.randn(3, grid[0] * grid[1] * grid[2], 6, dtype=torch.float64, requires_grad=True)
+    weights = [tokens, *mixing.parameters()]
+    out, expected = mixing(tokens), _reference_mixing(mixing, tokens)
+    assert torch.equal(out, expected)  # the forward is the same convolution
+    upstream = torch.randn_like(out)
+    for got, want in zip(torch.autograd.grad(out, weights, upstream), torch.autograd.grad(expected, weights, upstream)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_the_cheap_backward_keeps_the_parameters_and_follows_float32_under_autocast():
+    torch.manual_seed(0)
+    mixing = LocalTokenMixing((2, 4, 4), 8, (3, 3, 3))
+    assert {k: tuple(v.shape) for k, v in mixing.state_dict().items()} == {
+        "conv.weight": (8, 1, 3, 3, 3), "conv.bias": (8,), "norm.weight": (8,), "norm.bias": (8,),
+        "hidden.weight": (16, 8), "hidden.bias": (16,), "out.weight": (8, 16), "out.bias": (8,),
+    }
+    torch.nn.init.normal_(mixing.out.weight, std=0.3)
+    tokens = torch.randn(2, 32, 8, requires_grad=True)
+    weights = [tokens, *mixing.parameters()]
+    want = torch.autograd.grad(_reference_mixing(mixing, tokens).square().sum(), weights)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = mixing(tokens).float().square().sum()
+    for got, expected in zip(torch.autograd.grad(loss, weights), want):
+        assert got.dtype == torch.float32
+        assert (got - expected).abs().max() <= 0.05 * expected.abs().max()  # bfloat16 rounding only

@@ -2,8 +2,9 @@
 
 What Table 1 of the paper compares (speed at the largest batch, memory at batch 1) and what MFU
 needs (FLOPs of a step over the machine's peak) are measured here; ``bench.py`` only orchestrates
-and reports. Every time is a median over repeats after warm-up, because the first calls pay for
-allocator growth, kernel selection and lazy initialisation.
+and reports. Times are taken after warm-up, because the first calls pay for allocator growth,
+kernel selection and lazy initialisation, and ratios come from interleaved rounds
+(``hpdm.benchmarks.interleave``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
@@ -229,15 +230,44 @@ def step_flops(step: TrainStep) -> int:
     return int(counter.get_total_flops())
 
 
-def peak_matmul_flops(device: torch.device, size: int, dtype: torch.dtype, repeats: int) -> dict:
-    """The machine's attainable peak: a ``size^3`` matmul in the training dtype, timed in this run."""
+def matmul_call(device: torch.device, size: int, dtype: torch.dtype) -> Callable[[], object]:
+    """One ``size^3`` matmul in the training dtype: the machine's attainable peak, timed beside the steps."""
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=gen).to(device, dtype)
     b = torch.randn(size, size, generator=gen).to(device, dtype)
-    times = time_call(lambda: torch.mm(a, b), device, repeats, warmup=1)
+    return lambda: torch.mm(a, b)
+
+
+def matmul_block(device: torch.device, size: int, dtype: torch.dtype, repeats: int) -> Callable[[], float]:
+    """A call that allocates the matmul's operands, times ``repeats`` matmuls after one warm-up, frees
+    them and returns the median seconds (a GPU round: nothing stays allocated beside the steps)."""
+
+    def block() -> float:
+        fn = matmul_call(device, size, dtype)
+        try:
+            return median(time_call(fn, device, repeats, warmup=1))
+        finally:
+            del fn
+            release(device)
+
+    return block
+
+
+def matmul_summary(size: int, dtype: torch.dtype, times: list) -> dict:
+    """The JSON record of the peak matmul from its (interleaved) times."""
     seconds = median(times)
     return {"size": size, "dtype": str(dtype).replace("torch.", ""), "seconds": seconds,
-            "flops_per_s": 2.0 * size**3 / seconds, "times": times}
+            "flops_per_s": 2.0 * size**3 / seconds, "flops": 2 * size**3, "times": times}
+
+
+def counted_flops(model: HPDM, device: torch.device, bf16: bool = False) -> int:
+    """Counted FLOPs of one batch-1 forward + backward of ``model`` (``step_flops`` on a fresh step)."""
+    step = TrainStep(model, 1, device, bf16)
+    try:
+        return step_flops(step)
+    finally:
+        step.close()
+        model.zero_grad(set_to_none=True)
 
 
 # ------------------------------------------------------------------ Table 1 batch search
@@ -281,24 +311,37 @@ def largest_batch(model: HPDM, device: torch.device, budget_bytes: int, bf16: bo
     return {"batch": best, "peak_bytes_by_batch": {str(k): v for k, v in peaks.items()}}
 
 
-def time_steps(steps: dict, device: torch.device, repeats: int, interleave: bool) -> dict:
-    """Median step seconds of every ``TrainStep`` in ``steps`` (name -> step).
+# ------------------------------------------------------------------ clocks of interleaved rounds
 
-    Interleaved (CPU): one warm-up each, then round-robin repeats, so that load from other processes
-    on a shared machine hits every model alike and the ratios stay meaningful. Sequential (GPU): the
-    models do not fit the device together at their largest batches, and nothing else shares it.
+
+def wall_clock(device: torch.device) -> Callable[[Callable[[], object]], float]:
+    """``clock(fn)``: seconds of one synchronised call (the clock of ``interleave``)."""
+    return lambda fn: time_call(fn, device, 1, warmup=0)[0]
+
+
+def self_timed(fn: Callable[[], float]) -> float:
+    """The clock for calls that time themselves and return their seconds (a whole GPU block)."""
+    return float(fn())
+
+
+def timed_block(model: HPDM, batch: int, device: torch.device, bf16: bool, repeats: int) -> Callable[[], float]:
+    """A call that builds a ``TrainStep``, times ``repeats`` steps after one warm-up, frees it and
+    returns the median seconds.
+
+    On GPU the models of Table 1 do not fit the device together at their largest batches, so an
+    interleaved round there runs one such block per model instead of one step per model.
     """
-    times = {name: [] for name in steps}
-    if interleave:
-        for step in steps.values():
-            step()
-        for _ in range(max(1, repeats)):
-            for name, step in steps.items():
-                times[name] += time_call(step, device, 1, warmup=0)
-    else:
-        for name, step in steps.items():
-            times[name] = time_call(step, device, repeats, warmup=1)
-    return times
+
+    def block() -> float:
+        step = TrainStep(model, batch, device, bf16)
+        try:
+            return median(time_call(step, device, repeats, warmup=1))
+        finally:
+            step.close()
+            model.zero_grad(set_to_none=True)
+            release(device)
+
+    return block
 
 
 def _block_evaluations(model: HPDM) -> int:

@@ -15,7 +15,9 @@ from typing import Sequence
 import gin
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from einops import rearrange
+from torch.autograd.function import once_differentiable
 
 
 def token_grid(patch_res: Sequence[int], token_size: Sequence[int]) -> tuple[int, int, int]:
@@ -43,6 +45,46 @@ class PositionEmbedding3D(nn.Module):
         return (e_t[:, None, None] + e_h[None, :, None] + e_w[None, None, :]).flatten(0, 2)
 
 
+class _DepthwiseConvSame(torch.autograd.Function):
+    """Depthwise, stride-1, ``k // 2``-padded 3-D convolution whose input gradient is a forward convolution.
+
+    The output is ``F.conv3d``'s, bit for bit. Only the backward differs: torch's CPU backward of a
+    depthwise 3-D convolution (oneDNN) derives the input gradient on a path many times slower than
+    the forward convolution, which made the gradient of ``LocalTokenMixing``'s small convolution cost
+    about as much as its MLP's. With stride 1 and padding ``k // 2`` on every axis, that gradient is
+    the output gradient correlated with the spatially flipped kernel: the same forward convolution.
+    The weight and bias gradients still come from torch's own backward.
+    """
+
+    @staticmethod
+    def forward(ctx, grid, weight, bias, padding):
+        grid = grid.contiguous(memory_format=torch.channels_last_3d)
+        ctx.save_for_backward(grid, weight)
+        ctx.padding = padding
+        return F.conv3d(grid, weight, bias, padding=padding, groups=weight.shape[0])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        grid, weight = ctx.saved_tensors
+        # Channels-last like the forward: oneDNN's contiguous-layout depthwise kernel is the slow one.
+        grad = grad.contiguous(memory_format=torch.channels_last_3d)
+        groups = weight.shape[0]
+        need_grid, need_weight, need_bias, _ = ctx.needs_input_grad
+        grad_grid = grad_weight = grad_bias = None
+        if need_grid:
+            flipped = weight.flip(2, 3, 4).to(grad.dtype)  # autocast ran the forward in grad's dtype
+            grad_grid = F.conv3d(grad, flipped, padding=ctx.padding, groups=groups).to(grid.dtype)
+        if need_weight or need_bias:
+            # In the weight's dtype: torch's bfloat16 depthwise 3-D weight gradient on CPU (the one
+            # autocast would pick) comes out far from the float32 one.
+            _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+                grad.to(weight.dtype), grid.to(weight.dtype), weight, [groups], [1, 1, 1], list(ctx.padding),
+                [1, 1, 1], False, [0, 0, 0], groups, [False, need_weight, need_bias],
+            )
+        return grad_grid, grad_weight, grad_bias, None
+
+
 @gin.register
 class LocalTokenMixing(nn.Module):
     """Residual convolution over the token grid: ``x + out(MLP(norm(depthwise_conv(x))))``.
@@ -52,12 +94,16 @@ class LocalTokenMixing(nn.Module):
     by attention, and a small object in heavy noise shows in no single cell, so the latents place it
     poorly. The quickstart's level 0 (4x16x16 videos, 1x2x2 cells) drew its objects nearly still for
     that reason: denoising at sigma 2 it kept 0.30 of the real motion without mixing and 0.60 with a
-    3x3x3 mixing, both trained from scratch side by side for 500 steps (``hpdm/diagnostics/level0_ablation.py``;
-    pretrained/quickstart/README.md).
+    3x3x3 mixing, both trained from scratch side by side for 500 steps (``hpdm-diagnose level0-ablation``;
+    docs/experiments/quickstart_runs.md, "Why level 0 drew the objects still").
     ``HPDM`` uses it after the tokenizer (``token_mixing``) and, optionally, on every level's tokens
     after each RIN block's write (``block_mixing``), so the later reads pool mixed tokens as well.
     The output projection starts at zero (``ZERO_INIT``), so adding the layer to a trained model
     leaves the model's function unchanged until it trains.
+
+    Cost: the pointwise MLP (two ``dim x 2 dim`` matmuls per token) is what the function needs. The
+    depthwise convolution is cheap forward; on CPU its backward goes through ``_DepthwiseConvSame``,
+    without which its input gradient alone cost about as much as the MLP.
 
     Args:
       grid: the token grid ``(t', h', w')``.
@@ -88,9 +134,16 @@ class LocalTokenMixing(nn.Module):
         t, h, w = self.grid
         if tokens.shape[1] != t * h * w:
             raise ValueError(f"mixing built for a {self.grid} token grid ({t * h * w} tokens), got {tokens.shape[1]}")
+        # [B, t*h*w, d] viewed as [B, d, t, h, w] is channels-last: no copy on either side of the conv.
         grid = rearrange(tokens, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
-        mixed = rearrange(self.conv(grid), "b d t h w -> b (t h w) d")
+        mixed = rearrange(self._conv(grid), "b d t h w -> b (t h w) d")
         return tokens + self.out(self.act(self.hidden(self.norm(mixed))))
+
+    def _conv(self, grid: torch.Tensor) -> torch.Tensor:
+        # Elsewhere than CPU the library's own backward is kept: the slow path was measured on CPU only.
+        if grid.device.type != "cpu" or not torch.is_grad_enabled():
+            return self.conv(grid)
+        return _DepthwiseConvSame.apply(grid, self.conv.weight, self.conv.bias, self.conv.padding)
 
 
 @gin.register
