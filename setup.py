@@ -52,7 +52,11 @@ setup(
     long_description_content_type="text/markdown",
     # 3.11: the only Python CI runs (the torch build at hand is for 3.11).
     python_requires=">=3.11",
-    packages=find_packages(include=["hpdm", "hpdm.*"]),
+    # The gin tree ships inside the package as hpdm/configs (gin_utils.GIN_ROOT finds it), so an
+    # installed wheel resolves --gin_file=quickstart.gin from any directory.
+    packages=find_packages(include=["hpdm", "hpdm.*"]) + ["hpdm.configs"],
+    package_dir={"hpdm.configs": "gin"},
+    package_data={"hpdm.configs": ["*.gin", "*/*.gin"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={
@@ -61,6 +65,7 @@ setup(
             "hpdm-sample=hpdm.cli.sample:run",
             "hpdm-eval=hpdm.cli.evaluate:run",
             "hpdm-bench=hpdm.cli.bench:run",
+            "hpdm-diagnose=hpdm.cli.diagnose:run",
         ]
     },
 )

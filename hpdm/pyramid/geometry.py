@@ -1,4 +1,4 @@
-"""Pyramid geometry: level resolutions and patch coordinates (paper Sec. 4, 4.1; DESIGN.md).
+"""Pyramid geometry: level resolutions and patch coordinates (paper Sec. 4, 4.1; docs/design.md, "Pyramid").
 
 A pyramid is fixed by ``target_res`` (the full video, ``(T, H, W)``) and ``patch_res`` (the size of
 every patch). Level ``l`` holds the whole video at ``R_l = patch_res * 2**l``, capped per axis at
@@ -107,7 +107,7 @@ class Pyramid:
 
 
 def patch_coords(level_res: Sequence[int], patch_res: Sequence[int], offsets: Sequence[int]) -> torch.Tensor:
-    """The 6 patch coordinates ``[s_t, s_h, s_w, d_t, d_h, d_w]`` (paper Sec. 4.1, DESIGN.md).
+    """The 6 patch coordinates ``[s_t, s_h, s_w, d_t, d_h, d_w]`` (paper Sec. 4.1, docs/design.md, "Patch coordinates").
 
     Normalised to the full video extent: the patch covers ``[d, d + s)`` on every axis, with
     ``s = patch / R_l`` and ``d = offset / R_l``. Training and sampling both call this function, so

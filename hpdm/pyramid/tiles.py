@@ -1,4 +1,4 @@
-"""Tile plans and ancestor windows for tiled inference (paper Sec. 4.4, Table 4; DESIGN.md "Inference").
+"""Tile plans and ancestor windows for tiled inference (paper Sec. 4.4, Table 4; docs/design.md, "Inference").
 
 A level ``l >= 1`` is denoised as a whole video through tiles of ``patch_res``. On each axis the
 tiles either abut (no overlap) or overlap by 50% (stride ``patch // 2``); in both cases the last
