@@ -47,6 +47,7 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_tiny_bench_writes_the_fixed_interface(tmp_path, parsed_flags, capsys):
     out = tmp_path / "bench.json"
     parsed_flags(["--preset=tiny", f"--output={out}", "--device=cpu"])

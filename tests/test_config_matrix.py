@@ -37,6 +37,8 @@ from hpdm.pyramid import sample_hierarchy
 from data_fixtures import write_video
 from train_helpers import REPO, assert_tree_equal, ckpt_dir, env, load_ckpt, run
 
+pytestmark = pytest.mark.slow  # processes and/or the shipped weights
+
 ROOT = gin_utils.GIN_ROOT
 SHRINK = os.path.join(ROOT, "mixins", "shrink.gin")
 CONFIGS = {

@@ -49,6 +49,7 @@ def _export(root, first_lines=()) -> str:
     return str(root)
 
 
+@pytest.mark.slow
 def test_foreign_import_refused_naming_the_line_then_trusted(tmp_path, sentinel):
     name, marker = sentinel
     export = _export(tmp_path / "export", ["# shared by someone", f"import {name}"])
@@ -86,6 +87,7 @@ def test_gin_tree_include_and_hpdm_imports_are_allowed(tmp_path):
     assert vetted == f"include {os.path.join(os.path.realpath(gin_utils.GIN_ROOT), 'models', 'quickstart.gin')!r}\n"
 
 
+@pytest.mark.slow
 def test_hpdm_train_refuses_then_trusts_a_saved_config(tmp_path, sentinel):
     name, marker = sentinel
     work = tmp_path / "work"
@@ -102,6 +104,7 @@ def test_hpdm_train_refuses_then_trusts_a_saved_config(tmp_path, sentinel):
     assert marker.exists()
 
 
+@pytest.mark.slow
 def test_hpdm_sample_refuses_then_exports_with_trust_config(tmp_path, sentinel):
     from hpdm.cli import sample
     from binaries import binary_flags
@@ -123,6 +126,7 @@ def test_hpdm_sample_refuses_then_exports_with_trust_config(tmp_path, sentinel):
     assert not marker.exists()  # exporting copies the config; it does not run it
 
 
+@pytest.mark.slow
 def test_hpdm_eval_refuses_a_foreign_workdir_config_before_any_work(tmp_path, sentinel):
     name, marker = sentinel
     export = _export(tmp_path / "run", [f"import {name}"])

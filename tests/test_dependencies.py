@@ -139,6 +139,7 @@ def test_optional_packages_are_imported_on_first_use_only():
     assert not found, f"module-level imports of optional packages: {found}"
 
 
+@pytest.mark.slow
 def test_core_modules_import_without_the_extras():
     """With transformers, sentencepiece and huggingface_hub missing, the trainer, the text encoder's
     module, the sampling and evaluation binaries and the pipeline still import (training, sampling

@@ -15,6 +15,8 @@ from hpdm.data.loader import sampler_state
 from hpdm.trainers.checkpoint import list_checkpoints
 from train_helpers import REPO, assert_tree_equal, ckpt_dir, env, load_ckpt, run, torchrun, torchrun_status, train_cmd, write_gin
 
+pytestmark = pytest.mark.slow  # processes and/or the shipped weights
+
 PARAMS = ("TRAIN_STEPS=3", "CHECKPOINT_EVERY=1")
 DDP = "gin/mixins/ddp.gin"
 

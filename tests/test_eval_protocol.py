@@ -320,6 +320,7 @@ def test_workdir_run_without_protocol_uses_the_runs_schedule_and_raw_weights(tmp
 # --------------------------------------------------------------------------- detectors, protocols, docs
 
 
+@pytest.mark.slow
 def test_detector_sha256_refuses_another_file(tmp_path, detectors, capsys):
     i3d, _ = detectors
     real = tmp_path / "real"
@@ -365,6 +366,7 @@ def test_protocol_table_and_overrides():
         metrics.apply_overrides(paper, {"seed": 1})
 
 
+@pytest.mark.slow
 def test_readme_shows_the_paper_protocol_command():
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as handle:
         text = handle.read()
@@ -374,6 +376,7 @@ def test_readme_shows_the_paper_protocol_command():
     assert "trust" in section and "--detector_sha256" in section
 
 
+@pytest.mark.slow
 def test_folder_from_hpdm_sample_records_how_its_fakes_were_sampled(tmp_path, detectors, capsys):
     """``hpdm-sample`` writes ``sampling.json`` beside its videos; a folder run records its seed,
     guidance and sampler in the protocol, as a ``--workdir`` run does."""

@@ -177,6 +177,7 @@ def test_draw_labels_follows_class_frequencies(tmp_path):
     assert set(np.unique(uniform)) == {0, 1, 2}
 
 
+@pytest.mark.slow
 def test_console_entry_point_prints_json_last(tmp_path, detectors):
     i3d, _ = detectors
     real = str(tmp_path / "real")
@@ -194,6 +195,7 @@ def test_console_entry_point_prints_json_last(tmp_path, detectors):
 # --------------------------------------------------------------------------- the library, flags
 
 
+@pytest.mark.slow
 def test_the_library_call_gives_the_binarys_result(tmp_path, detectors, capsys):
     """``evaluation.evaluate`` with keyword arguments is what ``hpdm-eval`` runs: the same numbers."""
     i3d, c3d = detectors
@@ -232,6 +234,7 @@ def test_settings_record_only_what_departs_from_the_protocol():
         evaluation.resolve_settings(chosen={"resolution": (8, 8, 8)})
 
 
+@pytest.mark.slow
 def test_a_flag_two_binaries_define_differently_is_refused():
     from hpdm.cli import sample
     from hpdm.cli.common import define_flag

@@ -50,6 +50,7 @@ def test_bad_level_weights_are_named(bad):
         level_term_weights(bad, 3)
 
 
+@pytest.mark.slow
 def test_trainer_level_weights_take_effect_and_survive_accumulation(tmp_path):
     """Two micro-batches give the single-batch update under weights: the normalisation is weighted."""
     gin_file = write_gin(tmp_path)
@@ -63,6 +64,7 @@ def test_trainer_level_weights_take_effect_and_survive_accumulation(tmp_path):
     assert any(not torch.allclose(one[k], plain[k], atol=1e-6) for k in one), "weights changed nothing"
 
 
+@pytest.mark.slow
 def test_trainer_rejects_weights_of_the_wrong_length_before_training(tmp_path):
     gin_file = write_gin(tmp_path)
     code, _, err = run(train_cmd(gin_file, tmp_path / "w", "TRAIN_STEPS=2", "Trainer.level_loss_weights=(1.0, 1.0)"), check=False)

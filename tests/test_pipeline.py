@@ -101,6 +101,7 @@ def test_defaults_are_the_saved_sampler_settings(tmp_path):
         pipe(prompts=["a red ball"])
 
 
+@pytest.mark.slow
 def test_workdir_newest_checkpoint_and_hpdm_sample_use_the_same_videos(tmp_path):
     workdir = tmp_path / "run"
     for step, seeds in ((1, (0, 1)), (2, (2, 3))):
@@ -160,6 +161,7 @@ def _hub_cache(root, repo_id: str, files: str) -> str:
     return str(root)
 
 
+@pytest.mark.slow
 def test_hub_repo_id_resolves_offline_from_the_local_cache(tmp_path):
     cache = _hub_cache(tmp_path / "hub", "hpdm-tests/tiny", _export(tmp_path / "m", num_classes=3))
     script = "\n".join([

@@ -10,6 +10,8 @@ import torch
 from hpdm.core import load_pretrained
 from hpdm.samplers import SamplingSteps, sample_videos
 
+pytestmark = pytest.mark.slow  # processes and/or the shipped weights
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(ROOT, "pretrained", "quickstart")
 

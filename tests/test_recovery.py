@@ -19,6 +19,8 @@ from hpdm.trainers.lock import LOCK_FILE
 from train_helpers import flip_bit_in_payload
 from train_helpers import REPO, assert_tree_equal, ckpt_dir, env, load_ckpt, run, train_cmd, write_gin
 
+pytestmark = pytest.mark.slow  # processes and/or the shipped weights
+
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):

@@ -45,6 +45,7 @@ def _check_record(record, world_size=1):
     assert (record["git_dirty"] is None) == (record["git_commit"] is None)
 
 
+@pytest.mark.slow
 def test_training_writes_a_record_and_a_resume_appends_one(tmp_path):
     gin_file = write_gin(tmp_path)
     work = tmp_path / "w"
@@ -92,6 +93,7 @@ def test_no_git_means_no_commit_not_an_error(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs a git executable")
+@pytest.mark.slow
 def test_a_repository_around_an_installed_package_is_not_its_commit(tmp_path):
     outer = tmp_path / "project"
     site = outer / "venv" / "site-packages"

@@ -35,6 +35,7 @@ def test_text_encoder_offline_and_cache(tiny_t5, tmp_path, monkeypatch):
     assert len(files) == 2 and all(f.endswith(".safetensors") for f in files)
 
 
+@pytest.mark.slow
 def test_text_conditioned_training_end_to_end(tiny_t5, tmp_path):
     cache = tmp_path / "cache"
     gin_file = write_gin(
@@ -61,6 +62,7 @@ def test_text_conditioned_training_end_to_end(tiny_t5, tmp_path):
     assert 1 <= len(files) <= 8  # at most one file per distinct caption of the 2 x 4 samples
 
 
+@pytest.mark.slow
 def test_text_width_must_match_the_encoder(tiny_t5, tmp_path):
     """HPDM.text_dim other than the T5's width fails at set-up (training) and at prompt encoding
     (hpdm-sample), naming both widths and the binding."""

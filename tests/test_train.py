@@ -27,6 +27,7 @@ def _scalars(workdir, tag) -> dict:
     return {e.step: e.value for e in ea.Scalars(tag)}
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     gin_file = write_gin(tmp_path)
     # The same command for both runs; the delay only gives the test time to kill mid-run.
@@ -64,6 +65,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     assert "Nothing to do" in err
 
 
+@pytest.mark.slow
 def test_tensorboard_events_and_gif_samples(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -84,6 +86,7 @@ def test_tensorboard_events_and_gif_samples(tmp_path):
     assert "config/text_summary" in ea.Tags()["tensors"]
 
 
+@pytest.mark.slow
 def test_sampler_bindings_reach_the_saved_config(tmp_path):
     """A run that never samples still records its sampler settings, so hpdm-sample uses them."""
     from hpdm.core import load_pretrained
@@ -116,12 +119,14 @@ def test_sampler_bindings_reach_the_saved_config(tmp_path):
     assert config.query("OverlapSampler.overlap") == "hw"
 
 
+@pytest.mark.slow
 def test_bad_gin_binding_names_it(tmp_path):
     gin_file = write_gin(tmp_path)
     code, _, err = run(train_cmd(gin_file, tmp_path / "w", "Trainer.trian_steps=3"), check=False)
     assert code != 0 and "trian_steps" in err
 
 
+@pytest.mark.slow
 def test_config_conflict_override_and_architecture_mismatch(tmp_path):
     gin_file = write_gin(tmp_path)
     work = tmp_path / "w"
@@ -154,6 +159,7 @@ def test_config_conflict_override_and_architecture_mismatch(tmp_path):
     assert code != 0 and "does not match the model's architecture" in err and "tokenizer.proj.weight" in err
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_falls_back(tmp_path):
     """A flipped bit inside a tensor of the newest checkpoint (a file that still parses) is caught
     by its checksum; the run resumes from the one before and ends with the same weights."""
@@ -169,6 +175,7 @@ def test_corrupt_newest_checkpoint_falls_back(tmp_path):
         assert torch.equal(reference[0][k], again[0][k]), k
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_skipped_then_clean_stop(tmp_path):
     gin_file = write_gin(tmp_path)
     one = tmp_path / "one"
@@ -191,6 +198,7 @@ def test_nonfinite_loss_skipped_then_clean_stop(tmp_path):
         assert torch.equal(good[0][k], last[0][k]), k  # skipped steps never touched the weights
 
 
+@pytest.mark.slow
 def test_finetune_three_levels_from_one_level(tmp_path):
     gin_file = write_gin(tmp_path)
     small = tmp_path / "small"
@@ -222,6 +230,7 @@ def test_finetune_three_levels_from_one_level(tmp_path):
     gin.clear_config()
 
 
+@pytest.mark.slow
 def test_class_count_from_folder_data_trains_and_samples(tmp_path):
     """HPDM.num_classes unset: the model takes the folder's 3 classes, config.gin records them, the
     same command resumes without a config conflict and hpdm-sample rebuilds the model; a count that

@@ -56,6 +56,7 @@ def test_loader_draws_nothing_from_the_global_rng(clean_state, tmp_path):
     assert before[2:] == after[2:]
 
 
+@pytest.mark.slow
 def test_setup_tf32_off_initial_weights_and_preview_settings(clean_state, tmp_path):
     from hpdm.core import HPDM
     from hpdm.samplers import sample_videos
@@ -110,6 +111,7 @@ def test_setup_tf32_off_initial_weights_and_preview_settings(clean_state, tmp_pa
         trainer.loader.close()
 
 
+@pytest.mark.slow
 def test_preview_is_shared_by_the_ranks(tmp_path):
     """Two ranks (gloo on CPU): each samples its share of the previews, rank 0 logs all of them."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
