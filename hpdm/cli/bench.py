@@ -75,7 +75,7 @@ from typing import Optional
 
 from absl import app, flags, logging
 
-from hpdm.cli.common import define_flag
+from hpdm.cli.common import define_flag, run_binary
 
 FLAGS = flags.FLAGS
 
@@ -479,7 +479,7 @@ def _json_default(value):
 def run() -> None:
     """Console-script entry point (``hpdm-bench``)."""
     define_flags()
-    app.run(main)
+    run_binary(main, __name__)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ itself"; ``hpdm.samplers.Autoguidance``) are those of every binary that samples.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Callable, Optional
 
-from absl import flags
+from absl import app, flags
 
 from hpdm.samplers import Autoguidance, load_autoguidance_model
 
@@ -48,6 +49,24 @@ def define_flag(define: Callable, name: str, default, help: str, **kwargs) -> No
             f"(default {have.default!r}), this binary as {want.flag_type()} (default {want.default!r}); one of "
             "them would run with the other's default"
         )
+
+
+def run_binary(main: Callable, module_name: str) -> None:
+    """``app.run(main)`` for the binary ``module_name``, whose ``--help`` shows that module's
+    docstring and flags however it was started.
+
+    absl's ``--help`` prints the docstring of ``__main__`` and the flags of the module named like
+    ``sys.argv[0]``: right for ``python -m hpdm.cli.train``, empty for the ``hpdm-train`` console
+    script, whose ``__main__`` is a generated wrapper.
+    """
+    module = sys.modules[module_name]
+    entry = sys.modules["__main__"]
+    if entry is not module:
+        if not entry.__doc__:
+            entry.__doc__ = module.__doc__
+        for flag in flags.FLAGS.get_key_flags_for_module(module_name):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main)
 
 
 def define_autoguidance_flags() -> None:

@@ -58,7 +58,7 @@ from typing import Sequence
 from absl import app, flags
 
 from hpdm import evaluation, gin_utils, metrics
-from hpdm.cli.common import define_flag
+from hpdm.cli.common import define_flag, run_binary
 from hpdm.trainers import run_record
 
 FLAGS = flags.FLAGS
@@ -246,7 +246,7 @@ def main(argv: Sequence[str]) -> None:
 def run() -> None:
     """Console-script entry point (``hpdm-eval``)."""
     define_flags()
-    app.run(main)
+    run_binary(main, __name__)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import os
 
 from absl import app, flags, logging
 
-from hpdm.cli.common import autoguidance_from_flags, define_autoguidance_flags, define_flag
+from hpdm.cli.common import autoguidance_from_flags, define_autoguidance_flags, define_flag, run_binary
 
 FLAGS = flags.FLAGS
 
@@ -178,7 +178,7 @@ def run() -> None:
     # Required only when this binary runs: other binaries (hpdm-eval) define --workdir too, and a
     # requirement set by define_flags would hold for them when several run in one process.
     flags.mark_flag_as_required("workdir")
-    app.run(_main_or_refusal)
+    run_binary(_main_or_refusal, __name__)
 
 
 if __name__ == "__main__":

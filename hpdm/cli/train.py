@@ -39,14 +39,15 @@ import sys
 
 from absl import app, flags
 
-from hpdm.cli.common import define_flag
+from hpdm.cli.common import define_flag, run_binary
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
     """hpdm-train's flags; may be called more than once in a process (tests run several binaries)."""
-    define_flag(flags.DEFINE_multi_string, "gin_file", [], "gin config files (repeatable), relative to the repo or absolute.")
+    define_flag(flags.DEFINE_multi_string, "gin_file", [], "gin config files (repeatable): a path, or a name in the shipped config tree "
+                "(quickstart.gin and gin/quickstart.gin name the same file from any directory).")
     define_flag(flags.DEFINE_multi_string, "gin_param", [], "gin bindings (repeatable), e.g. \"TRAIN_STEPS=1000\".")
     define_flag(flags.DEFINE_string, "workdir", None, "run directory: checkpoints, TensorBoard events, config.gin.")
     define_flag(flags.DEFINE_integer, "seed", 0, "seed for initialisation and every per-step random draw.")
@@ -96,7 +97,7 @@ def run() -> None:
     # Required only when this binary runs: other binaries (hpdm-eval) define --workdir too, and a
     # module-level requirement would break them when both modules are imported in one process.
     flags.mark_flag_as_required("workdir")
-    app.run(main)
+    run_binary(main, __name__)
 
 
 if __name__ == "__main__":
