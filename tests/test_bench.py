@@ -117,6 +117,15 @@ def test_best_of_keeps_the_shortest_of_back_to_back_calls():
     assert times == {"a": [3, 6], "b": [2, 1]}
 
 
+def test_best_of_can_differ_per_call():
+    # Round 1: a takes 5 then 3, b 2 (one try); round 2: a 6 then 7, b 9.
+    times = il.interleave({"a": lambda: None, "b": lambda: None}, _fake_clock([5, 3, 2, 6, 7, 9]), rounds=2,
+                          warmup=0, best_of={"a": 2})
+    assert times == {"a": [3, 6], "b": [2, 9]}
+    with pytest.raises(ValueError, match="at least 1"):
+        il.interleave({"a": lambda: None}, _fake_clock([1]), rounds=1, warmup=0, best_of={"a": 0})
+
+
 def test_interleaved_pair_gives_exact_medians_and_ranges():
     # A's and B's seconds, alternating: pairs (2, 1), (6, 2), (3, 1), (8, 4), (5, 1).
     out = il.interleave_pair(lambda: None, lambda: None, _fake_clock([2, 1, 6, 2, 3, 1, 8, 4, 5, 1]), pairs=5,

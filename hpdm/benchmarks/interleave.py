@@ -48,7 +48,7 @@ def interleave(
     clock: Clock,
     rounds: int = MIN_ROUNDS,
     warmup: int = 1,
-    best_of: int = 1,
+    best_of: int | Mapping[str, int] = 1,
 ) -> dict:
     """Seconds of every call in ``calls`` (name -> zero-argument callable), ``rounds`` times round-robin.
 
@@ -56,9 +56,13 @@ def interleave(
     make the first calls slower). ``clock(fn)`` runs ``fn`` once and returns its seconds. Within a
     round each call is timed ``best_of`` times back to back and its shortest time kept: a neighbour's
     burst of work only ever lengthens a call, so the shortest is the least disturbed. Returns name ->
-    list of ``rounds`` times, round ``i`` of every name measured within the same round.
+    list of ``rounds`` times, round ``i`` of every name measured within the same round. ``best_of``
+    may name a count per call (a mapping; calls it leaves out take 1): cheap calls can afford more
+    tries, and a call right after a heavy one (whose freed memory the next call pays for in page
+    faults) needs them.
     """
-    if rounds < 1 or best_of < 1:
+    tries = {name: int(best_of.get(name, 1) if isinstance(best_of, Mapping) else best_of) for name in calls}
+    if rounds < 1 or min(tries.values(), default=1) < 1:
         raise ValueError(f"rounds and best_of must be at least 1, got {rounds} and {best_of}")
     for _ in range(max(0, warmup)):
         for fn in calls.values():
@@ -66,7 +70,7 @@ def interleave(
     times: dict = {name: [] for name in calls}
     for _ in range(rounds):
         for name, fn in calls.items():
-            times[name].append(min(float(clock(fn)) for _ in range(best_of)))
+            times[name].append(min(float(clock(fn)) for _ in range(tries[name])))
     return times
 
 
