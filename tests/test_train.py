@@ -89,6 +89,9 @@ def test_tensorboard_events_and_gif_samples(tmp_path):
 @pytest.mark.slow
 def test_sampler_bindings_reach_the_saved_config(tmp_path):
     """A run that never samples still records its sampler settings, so hpdm-sample uses them."""
+    # The sampler's configurables must be registered for their bindings to be read back (gin skips
+    # bindings of unknown configurables); alone, this test process would not have imported them.
+    import hpdm.samplers  # noqa: F401
     from hpdm.core import load_pretrained
     from hpdm.trainers.config_diff import FULL_CONFIG_HEADER
 
