@@ -171,10 +171,10 @@ def test_load_matching_reports_loaded_and_initialised(tmp_path):
 def test_resolve_weights_takes_an_export_directory(tmp_path):
     (tmp_path / "config.gin").write_text("")
     (tmp_path / ckpt.MODEL_FILE).write_bytes(b"")
-    assert ckpt.resolve_weights(str(tmp_path)) == str(tmp_path / ckpt.MODEL_FILE)  # its weights are the EMA
+    assert layout.resolve_weights(str(tmp_path)) == str(tmp_path / ckpt.MODEL_FILE)  # its weights are the EMA
     (tmp_path / "config.gin").unlink()
     with pytest.raises(ckpt.CheckpointError, match="no checkpoint found"):
-        ckpt.resolve_weights(str(tmp_path))  # without config.gin it is no export
+        layout.resolve_weights(str(tmp_path))  # without config.gin it is no export
 
 
 def test_resolve_weights_of_a_workdir_is_the_newest_intact_checkpoint(tmp_path, caplog):
@@ -188,7 +188,7 @@ def test_resolve_weights_of_a_workdir_is_the_newest_intact_checkpoint(tmp_path, 
     older = layout.step_dir(workdir, 1)
     assert layout.resolve_weights(workdir) == os.path.join(older, layout.EMA_FILE)
     assert "ema.safetensors does not match its sha256" in caplog.text
-    assert ckpt.resolve_weights(workdir, ema=True) == os.path.join(older, layout.EMA_FILE)  # the trainer's keyword
+    assert layout.resolve_weights(workdir, use_ema=True) == os.path.join(older, layout.EMA_FILE)
     os.remove(os.path.join(older, "manifest.json"))  # an unverifiable checkpoint is read in full instead
     with open(os.path.join(older, layout.EMA_FILE), "r+b") as f:
         f.truncate(10)

@@ -208,11 +208,6 @@ def latest_valid_checkpoint(workdir: str) -> str | None:
     return found[0] if found else None
 
 
-def resolve_weights(path: str, ema: bool = True) -> str:
-    """``hpdm.core.checkpoints.resolve_weights`` under the trainer's keyword (``Trainer.init_from_ema``)."""
-    return layout.resolve_weights(path, use_ema=ema)
-
-
 def load_model_and_optimizer(
     model: nn.Module, optimizer: torch.optim.Optimizer, model_state: Mapping, optim_state: Mapping
 ) -> None:

@@ -38,6 +38,7 @@ from absl import logging
 from torch import nn
 
 from hpdm import gin_utils
+from hpdm.core import checkpoints as layout
 from hpdm.core.loss import level_term_weights
 from hpdm.progress import format_duration
 from hpdm.trainers import checkpoint as ckpt
@@ -373,7 +374,7 @@ class Trainer:
     def _init_from(self, plain: nn.Module) -> None:
         from safetensors.torch import load_file
 
-        path = ckpt.resolve_weights(self.init_from, ema=self.init_from_ema)
+        path = layout.resolve_weights(self.init_from, use_ema=self.init_from_ema)
         loaded, initialised = ckpt.load_matching(plain, load_file(path), what=path)
         logging.info("Fine-tuning from %s: %d tensors loaded, %d initialised", path, len(loaded), len(initialised))
         self.finetune_report = (loaded, initialised)
