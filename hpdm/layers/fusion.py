@@ -1,7 +1,7 @@
 """Deep context fusion (paper Sec. 4.2, Eq. 7-9) with the ablation switches of Table 3.
 
 Before a block, a level-``l`` patch's token grid ``a_l`` receives the average of its ancestors'
-token grids, each grid-sampled (trilinear) at the patch's position inside the ancestor (Eq. 8
+token grids, each resampled (trilinear) at the patch's position inside the ancestor (Eq. 8
 coordinates, Eq. 7), concatenated with the raw patch coordinates and projected back to the token
 width (Eq. 9). Because the projection is linear, ``W [a; ctx; c] = W_a a + (W_ctx ctx + W_c c + b)``:
 the bracketed *context term* does not depend on ``a_l``, which is what cached inference stores.
@@ -14,15 +14,14 @@ from typing import Sequence
 import gin
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from hpdm.pyramid.remap import remap_coords, sampling_grid
+from hpdm.pyramid.remap import remap_coords, resample
 
 
 def sample_context(
     ancestors: Sequence[tuple[torch.Tensor, torch.Tensor]], coords: torch.Tensor, size: Sequence[int]
 ) -> torch.Tensor:
-    """Eq. 7: mean over ancestors of ``grid_sample(a_k, remap(c_l, c_k))``.
+    """Eq. 7: mean over ancestors of ``grid_sample(a_k, remap(c_l, c_k))`` (trilinear, ``resample``).
 
     Args:
       ancestors: ``(grid [B, D, t_k, h_k, w_k], coords_k [B, 6])`` per lower level.
@@ -35,10 +34,9 @@ def sample_context(
         raise ValueError("sample_context needs at least one ancestor")
     total = None
     for grid, anc_coords in ancestors:
-        where = sampling_grid(remap_coords(coords, anc_coords), size).to(grid.dtype)
-        # Border padding only matters for float round-off at the parent's edge: children always
+        # Border clamping only matters for float round-off at the parent's edge: children always
         # lie inside their parents, so every sample point is inside the source box.
-        sampled = F.grid_sample(grid, where, mode="bilinear", padding_mode="border", align_corners=False)
+        sampled = resample(grid, remap_coords(coords, anc_coords), size)
         total = sampled if total is None else total + sampled
     return total / len(ancestors)
 

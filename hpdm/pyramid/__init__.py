@@ -8,7 +8,7 @@ from hpdm.pyramid.patches import (
     sample_hierarchy,
     sample_nested_offsets,
 )
-from hpdm.pyramid.remap import remap_coords, sampling_grid
+from hpdm.pyramid.remap import interpolation_matrices, remap_coords, resample, sampling_grid
 from hpdm.pyramid.tiles import TilePlan, ancestor_coords, ancestor_offsets, parse_overlap, tile_starts
 
 __all__ = [
@@ -19,11 +19,13 @@ __all__ = [
     "check_coords",
     "extract_hierarchy",
     "extract_patch",
+    "interpolation_matrices",
     "level_resolutions",
     "level_video",
     "parse_overlap",
     "patch_coords",
     "remap_coords",
+    "resample",
     "sample_hierarchy",
     "sample_nested_offsets",
     "sampling_grid",
