@@ -189,11 +189,15 @@ class SyntheticVideos:
             dx = xs - (f32(cx) + f32(vx) * ts)
             dy = ys - (f32(cy) + f32(vy) * ts)
             alpha = _unit_clip(f32(0.5) - shape_sdf(obj["shape"], dx, dy, r))  # 1-pixel antialiasing
-            along = dx * f32(math.cos(obj["stripe_angle"])) + dy * f32(math.sin(obj["stripe_angle"]))
-            freq = f32(2.0 * math.pi / (self.stripe_period * short))
-            stripes = f32(1.0) + f32(self.texture) * np.sin(along * freq + f32(obj["stripe_phase"]))
             colour = np.asarray(COLOURS[obj["colour"]], dtype=f32).reshape(3, 1, 1, 1)
-            video = video + alpha[None] * (_unit_clip(colour * stripes[None]) - video)
+            if self.texture:
+                along = dx * f32(math.cos(obj["stripe_angle"])) + dy * f32(math.sin(obj["stripe_angle"]))
+                freq = f32(2.0 * math.pi / (self.stripe_period * short))
+                stripes = f32(1.0) + f32(self.texture) * np.sin(along * freq + f32(obj["stripe_phase"]))
+                fill = _unit_clip(colour * stripes[None])
+            else:  # flat colour: 1 + 0 * sin(...) is exactly 1, so the stripes need not be computed
+                fill = _unit_clip(colour.copy())
+            video = video + alpha[None] * (fill - video)
 
         # Every term above stays in [0, 1], so the result is in [-1, 1] without a clamp.
         video = video * f32(2.0) - f32(1.0)
