@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Lowest first; a package may import packages of its own layer or of a layer before it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("hpdm.progress", "hpdm.gin_utils", "hpdm.video"),
+    ("hpdm.progress", "hpdm.gin_utils", "hpdm.video", "hpdm.host_memory"),
     ("hpdm.pyramid",),
     ("hpdm.layers",),
     ("hpdm.core",),

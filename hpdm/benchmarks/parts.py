@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from hpdm import host_memory
 from hpdm.benchmarks.interleave import MIN_ROUNDS, interleave, ratio
 from hpdm.benchmarks.measure import sync, wall_clock
 from hpdm.benchmarks.sampling import LevelStep
@@ -122,6 +123,7 @@ def describe_machine(device: torch.device, dtype: str) -> dict:
         "torch": torch.__version__,
         "device": str(device),
         "dtype": dtype,
+        "host_memory": host_memory.status(),
     }
     if hasattr(os, "getloadavg"):
         info["load_average_at_start"] = list(os.getloadavg())

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 from absl import app, flags
 
+from hpdm import host_memory
 from hpdm.samplers import Autoguidance, load_autoguidance_model
 
 # Flags defined through define_flag belong to the binary calling it (its --help lists them), not
@@ -57,8 +58,10 @@ def run_binary(main: Callable, module_name: str) -> None:
 
     absl's ``--help`` prints the docstring of ``__main__`` and the flags of the module named like
     ``sys.argv[0]``: right for ``python -m hpdm.cli.train``, empty for the ``hpdm-train`` console
-    script, whose ``__main__`` is a generated wrapper.
+    script, whose ``__main__`` is a generated wrapper. It first lets the process keep freed host
+    memory for reuse (``hpdm.host_memory``): the binaries train and sample on CPU too.
     """
+    host_memory.keep_freed_memory()
     module = sys.modules[module_name]
     entry = sys.modules["__main__"]
     if entry is not module:
