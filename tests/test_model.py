@@ -149,3 +149,52 @@ def test_no_weight_decay_names_cover_norms_biases_embeddings_latents():
     assert "latents" in names and "class_embed.table.weight" in names
     assert "tokenizer.pos.tables.0" in names and "tokenizer.norm.weight" in names
     assert "blocks.0.read.attn.to_q.weight" not in names
+
+
+def _tile_rows(model, label: bool):
+    """Five level-2 "tiles" as the tiled sampler builds them: rows 0-2 share sample 0's level 0, rows 0-1
+    also its level-1 window, row 3 is sample 1, row 4 repeats row 0 (with another label when ``label``)."""
+    x, coords, sigma = hierarchy_batch(model)
+    other1 = _other_coords(model, coords, 1, seed=1)
+    other2 = _other_coords(model, other1, 2, seed=2)
+    moved2 = _other_coords(model, coords, 2, seed=3)
+    x_rows = torch.stack([x[0], x[0], x[0], x[1], x[0]])
+    x_rows[2, 1] += 0.25  # another level-1 window of the same video
+    coords_rows = torch.stack([coords[0], moved2[0], other2[0], coords[1], coords[0]])
+    sigma_rows = torch.stack([sigma[0], sigma[0], sigma[0], sigma[1], sigma[0]])
+    cond = None
+    if label:
+        cond = {"label": torch.tensor([1, 1, 1, 2, model.num_classes])}
+    return x_rows, sigma_rows, coords_rows, cond
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(num_classes=5), dict(block_mixing=(1, 3, 3), frame_latents=True),
+                                     dict(num_levels_per_block=[3, 1, 2, 3, 1, 3])])
+def test_context_cache_runs_shared_ancestors_once_and_equals_row_by_row(variant):
+    model = tiny_model(**variant)
+    x, sigma, coords, cond = _tile_rows(model, label=bool(model.num_classes))
+    seen = []
+    model.tokenizer.register_forward_hook(lambda module, args, out: seen.append(out.shape[0]))
+    with torch.no_grad():
+        cache = model.context_cache(x[:, :2], sigma[:, :2], coords[:, :2], coords=coords[:, 2], cond=cond)
+        # Level 0: sample 0 and sample 1 (and row 4 apart when its label differs); level 1 adds row 2.
+        assert seen == ([3, 4] if cond else [2, 3])
+        for row in range(x.shape[0]):
+            one = None if cond is None else {"label": cond["label"][row : row + 1]}
+            alone = model.context_cache(x[row : row + 1, :2], sigma[row : row + 1, :2], coords[row : row + 1, :2],
+                                        coords=coords[row : row + 1, 2], cond=one)
+            for shared, own in zip(cache.terms, alone.terms):
+                assert (shared is None) == (own is None)
+                if own is not None:
+                    torch.testing.assert_close(shared[row : row + 1], own, rtol=0, atol=1e-12)
+
+
+def test_distinct_rows_first_and_inverse():
+    from hpdm.core.model import _distinct_rows
+
+    a = torch.tensor([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0], [0.0, 0.0], [3.0, 4.0]])
+    b = torch.tensor([True, True, True, True, False])
+    rows = _distinct_rows([a, None, b])
+    assert rows.first.tolist() == [0, 1, 3, 4] and rows.inverse.tolist() == [0, 1, 0, 2, 3]
+    unique = _distinct_rows([torch.arange(4.0)[:, None]])
+    assert unique.first.tolist() == [0, 1, 2, 3] and unique.inverse.tolist() == [0, 1, 2, 3]

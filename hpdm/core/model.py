@@ -72,6 +72,31 @@ class ContextCache:
         return ContextCache(self.level, [None if t is None else t[index.to(t.device)] for t in self.terms])
 
 
+@dataclass
+class _Rows:
+    """Distinct rows of a batch: ``first[u]`` is the first row equal to distinct row ``u``, and
+    ``inverse[r]`` the distinct row of row ``r``."""
+
+    first: torch.Tensor
+    inverse: torch.Tensor
+
+
+def _distinct_rows(parts: Sequence[torch.Tensor | None]) -> _Rows:
+    """The rows that are equal in every tensor of ``parts`` (each ``[B, ...]``; None ignored)."""
+    present = [p for p in parts if p is not None]
+    batch = present[0].shape[0]
+    key = torch.cat([p.reshape(batch, -1).to(torch.float64) for p in present], dim=1)
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)
+    count = int(inverse.max()) + 1
+    order = torch.arange(batch, device=inverse.device)
+    first = torch.full((count,), batch, dtype=order.dtype, device=order.device).scatter_reduce(
+        0, inverse, order, reduce="amin")
+    # Distinct rows in the order of their first appearance, so a batch without repeats keeps its order.
+    rank = torch.empty_like(first)
+    rank[first.argsort()] = torch.arange(count, device=first.device)
+    return _Rows(first=first.sort().values, inverse=rank[inverse])
+
+
 @gin.configurable
 class HPDM(nn.Module):
     """Hierarchical patch diffusion denoiser; ``model(x, sigma, coords, cond=cond)`` returns x0 estimates.
@@ -236,16 +261,46 @@ class HPDM(nn.Module):
             first = self.scheduler.blocks_for_level(level)[0]
             terms[first] = self._shallow_term(x_anc[:, -1], pre.c_in[:, -1], coords_anc[:, -1], coords)
             return ContextCache(level, terms)
-        tokens = [self.tokenizer(pre.c_in[:, l] * x_anc[:, l]) for l in range(level)]
-        latents = [self._initial_latents(l, pre.c_noise[:, l, 0, 0, 0, 0], cond_tokens) for l in range(level)]
         last = max(self.scheduler.blocks_for_level(level))
-
-        def record(block: int, states: list) -> None:
+        # states[k][b]: level k's tokens entering block b, for the distinct rows of levels 0..k.
+        states, rows = [], []
+        for k in range(level):
+            rows.append(_distinct_rows([x_anc[:, : k + 1], sigma_anc[:, : k + 1], coords_anc[:, : k + 1], cond_tokens,
+                                        cond_mask]))
+            states.append(self._ancestor_states(k, last, rows, states, x_anc, pre, coords_anc, cond_tokens, cond_mask))
+        for block in range(last + 1):
             if self.scheduler.loads[block] > level:
-                terms[block] = self._deep_term(block, states[:level], coords_anc.unbind(1), coords)
-
-        self._run_blocks(tokens, latents, cond_mask, coords_anc, None, on_block=record, stop_after=last)
+                ancestors = [states[k][block][rows[k].inverse] for k in range(level)]
+                terms[block] = self._deep_term(block, ancestors, coords_anc.unbind(1), coords)
         return ContextCache(level, terms)
+
+    def _ancestor_states(self, k, last, rows, states, x_anc, pre, coords_anc, cond_tokens, cond_mask) -> list:
+        """Level ``k``'s tokens entering blocks ``0..last``, for its distinct rows ``rows[k]``.
+
+        A level's states depend only on the levels below it (fusion reads lower levels only), so a
+        level runs by itself once those below it are known: the blocks it runs, each after fusing
+        the lower levels' states entering that block, exactly as in ``_run_blocks``. Tiles of one
+        video share their low-level windows (every tile shares the whole level-0 video), so the
+        distinct rows are far fewer than the tiles at the low levels, which run most blocks.
+        """
+        rep = rows[k].first
+        pick = lambda t: None if t is None else t[rep]  # noqa: E731
+        tokens = self.tokenizer(pre.c_in[rep, k] * x_anc[rep, k])
+        latents = self._initial_latents(k, pre.c_noise[rep, k, 0, 0, 0, 0], pick(cond_tokens))
+        # Lower levels' distinct rows for each of this level's rows: its prefix contains theirs.
+        lower = [rows[j].inverse[rep] for j in range(k)]
+        coords_k = coords_anc[rep]
+        entering = []
+        for b in range(last + 1):
+            entering.append(tokens)
+            if b == last or self.scheduler.loads[b] <= k:
+                continue
+            if k and self.fusion == "deep":
+                ancestors = [states[j][b][lower[j]] for j in range(k)]
+                term = self._deep_term(b, ancestors, coords_k[:, :k].unbind(1), coords_k[:, k])
+                tokens = self._fuser(b).fuse(tokens, term)
+            (latents,), (tokens,) = self._apply_block(b, [latents], [tokens], pick(cond_mask))
+        return entering
 
     def denoise_level(
         self,
