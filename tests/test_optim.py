@@ -45,6 +45,39 @@ def test_lamb_matches_equations(adapt, wd):
     torch.testing.assert_close(p.detach().double(), ref, rtol=1e-5, atol=1e-6)
 
 
+class _ShardLike(nn.Parameter):
+    """A parameter with ``to_local`` (as FSDP's DTensors have), which sends LAMB down its per-tensor loop."""
+
+    def to_local(self):
+        return self
+
+
+@pytest.mark.parametrize("max_trust", [None, 0.5])
+def test_lamb_multi_tensor_update_equals_the_per_tensor_loop(max_trust):
+    g = torch.Generator().manual_seed(1)
+    shapes = [(6, 4), (4,), (3, 2, 2), (5,)]
+    init = [torch.randn(s, generator=g) for s in shapes]
+    init[3].zero_()  # a zero tensor: trust 1
+    plain = [nn.Parameter(t.clone()) for t in init]
+    looped = [_ShardLike(t.clone()) for t in init]
+    make = lambda ps: Lamb([{"params": ps[:3]}, {"params": ps[3:], "weight_decay": 0.0, "layer_adaptation": False}],  # noqa: E731
+                           lr=0.01, weight_decay=0.01, max_trust_ratio=max_trust)
+    opt_plain, opt_loop = make(plain), make(looped)
+    for step in range(5):
+        grads = [torch.randn(s, generator=g) for s in shapes]
+        for ps in (plain, looped):
+            for p, gr in zip(ps, grads):
+                p.grad = None if (step == 2 and p is ps[1]) else gr.clone()  # a step without a gradient
+        opt_plain.step()
+        opt_loop.step()
+    for a, b in zip(plain, looped):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-6, atol=1e-7)
+    for a, b in zip(opt_plain.state_dict()["state"].values(), opt_loop.state_dict()["state"].values()):
+        assert a["step"].item() == b["step"].item()
+        torch.testing.assert_close(a["exp_avg_sq"], b["exp_avg_sq"], rtol=1e-6, atol=0)
+    assert opt_plain.state_dict()["state"][1]["step"].item() == 4  # skipped once, like the loop
+
+
 def test_lamb_zero_weights_trust_one_and_skips_gradless():
     p = nn.Parameter(torch.zeros(4))
     q = nn.Parameter(torch.ones(3))

@@ -106,6 +106,10 @@ class Lamb(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params and not any(hasattr(p, "to_local") or p.grad.is_sparse for p in params):
+                self._step_plain(group, params)
+                continue
             beta1, beta2 = group["betas"]
             for p in group["params"]:
                 if p.grad is None:
@@ -147,6 +151,51 @@ class Lamb(torch.optim.Optimizer):
                         trust = min(trust, group["max_trust_ratio"])
                 x.add_(update, alpha=-group["lr"] * trust)
         return loss
+
+    def _state(self, p: torch.Tensor) -> dict:
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    def _step_plain(self, group: dict, params: list) -> None:
+        """The update of ``step`` for a group of plain (unsharded, dense) tensors, as multi-tensor
+        (``torch._foreach_*``) operations: the same equations, without a Python loop of ~15 small
+        operations and one host sync (the trust ratio's ``.item()``) per tensor. Results equal the
+        per-tensor loop's up to float rounding (``tests/test_optim.py``)."""
+        beta1, beta2 = group["betas"]
+        grads = [p.grad for p in params]
+        states = [self._state(p) for p in params]
+        steps = [s["step"] for s in states]
+        torch._foreach_add_(steps, 1)
+        ms, vs = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+        torch._foreach_mul_(ms, beta1)
+        torch._foreach_add_(ms, grads, alpha=1 - beta1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)
+        if group["bias_correction"]:
+            ts = torch.stack(steps).tolist()
+            updates = torch._foreach_div(ms, [1 - beta1**t for t in ts])
+            denom = torch._foreach_div(vs, [1 - beta2**t for t in ts])
+        else:
+            updates, denom = torch._foreach_mul(ms, 1.0), torch._foreach_mul(vs, 1.0)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, group["eps"])
+        torch._foreach_div_(updates, denom)
+        if group["weight_decay"] != 0:
+            torch._foreach_add_(updates, params, alpha=group["weight_decay"])
+        if group["layer_adaptation"]:
+            w_norm = torch.stack(torch._foreach_norm([p.float() for p in params]))
+            u_norm = torch.stack(torch._foreach_norm([u.float() for u in updates]))
+            trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm)).tolist()
+            if group["max_trust_ratio"] is not None:
+                trust = [min(t, group["max_trust_ratio"]) for t in trust]
+            torch._foreach_mul_(updates, [-group["lr"] * t for t in trust])
+        else:
+            torch._foreach_mul_(updates, -group["lr"])
+        torch._foreach_add_(params, updates)
 
 
 def param_groups(model: nn.Module, weight_decay: float, no_decay: Iterable[str]) -> list[dict]:
