@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from absl import logging
 import gin
@@ -529,17 +529,11 @@ class HPDM(nn.Module):
         cond_mask,
         coords: torch.Tensor,
         shallow: dict | None,
-        on_block: Callable[[int, list], None] | None = None,
-        stop_after: int | None = None,
     ):
         """The block loop of Listing 1 with context fusion before every block (Eq. 7-9)."""
         n = len(tokens)
         level_coords = coords.unbind(1)
         for b in range(self.scheduler.num_blocks):
-            if on_block is not None:
-                on_block(b, tokens)
-            if stop_after is not None and b >= stop_after:
-                break
             active = self.scheduler.levels_in_block(b, n)
             fused = [tokens[0]]
             for l in range(1, active):
