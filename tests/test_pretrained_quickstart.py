@@ -1,5 +1,5 @@
 """The shipped quickstart checkpoint: it loads (its config uses names since renamed) without touching the
-caller's gin config, and cached sampling equals uncached with fewer blocks."""
+caller's gin config, and cached sampling equals uncached (to float rounding) with fewer blocks."""
 
 import os
 
@@ -24,7 +24,11 @@ def test_trained_quickstart_cached_equals_uncached():
         model.level_block_evaluations = 0
         videos[cached] = sample_videos(model, 2, seed=5, labels=[0, 4], overlap="hw", cached=cached, level_schedule=schedule)
         counts[cached] = model.level_block_evaluations
-    assert torch.equal(videos[True], videos[False])
+    # The cache runs each distinct ancestor window once, in other batches than the uncached forward, so
+    # float32 sums may round differently and move a pixel by one uint8 level; equality as such is
+    # tested in float64 (tests/test_model.py, cached level == full forward to 1e-10).
+    diff = (videos[True].int() - videos[False].int()).abs()
+    assert diff.max() <= 1 and (diff > 0).sum() <= diff.numel() * 1e-4, (diff.max(), (diff > 0).sum())
     assert counts[True] < counts[False], counts
     assert videos[True].shape == (2, 16, 64, 64, 3)
 
