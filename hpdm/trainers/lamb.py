@@ -118,15 +118,7 @@ class Lamb(torch.optim.Optimizer):
                 g = _local(p.grad)
                 if g.is_sparse:
                     raise RuntimeError("Lamb does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    # `step` is a tensor, as in torch's own optimisers, so the state dict stays
-                    # tensors-only (loadable with torch.load(weights_only=True)).
-                    state["step"] = torch.zeros((), dtype=torch.float32)
-                    # Moments have the parameter's own type (a DTensor under FSDP2), so
-                    # torch.distributed.checkpoint can gather them into a full state dict.
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state = self._state(p)
                 m, v = _local(state["exp_avg"]), _local(state["exp_avg_sq"])
                 state["step"] += 1
                 t = int(state["step"].item())
@@ -153,9 +145,14 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
     def _state(self, p: torch.Tensor) -> dict:
+        """``p``'s state, created at its first update."""
         state = self.state[p]
         if not state:
+            # `step` is a tensor, as in torch's own optimisers, so the state dict stays
+            # tensors-only (loadable with torch.load(weights_only=True)).
             state["step"] = torch.zeros((), dtype=torch.float32)
+            # Moments have the parameter's own type (a DTensor under FSDP2), so
+            # torch.distributed.checkpoint can gather them into a full state dict.
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
