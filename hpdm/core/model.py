@@ -265,8 +265,9 @@ class HPDM(nn.Module):
         # states[k][b]: level k's tokens entering block b, for the distinct rows of levels 0..k.
         states, rows = [], []
         for k in range(level):
-            rows.append(_distinct_rows([x_anc[:, : k + 1], sigma_anc[:, : k + 1], coords_anc[:, : k + 1], cond_tokens,
-                                        cond_mask]))
+            # Rows equal in levels 0..k: equal in levels 0..k-1 (the previous level's distinct row) and in level k.
+            below = [cond_tokens, cond_mask] if k == 0 else [rows[k - 1].inverse]
+            rows.append(_distinct_rows([*below, x_anc[:, k], sigma_anc[:, k], coords_anc[:, k]]))
             states.append(self._ancestor_states(k, last, rows, states, x_anc, pre, coords_anc, cond_tokens, cond_mask))
         for block in range(last + 1):
             if self.scheduler.loads[block] > level:
