@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 if [ -z "${HPDM_NO_SETUP:-}" ]; then
   python3 -m venv .venv
   . .venv/bin/activate
-  # --no-compile: byte-compiling torch and transformers at install took about half of the setup;
+  # --no-compile: byte-compiling torch's modules at install took about half of the setup;
   # Python compiles the modules it imports when it imports them.
   pip install -q --no-compile "torch==2.13.0"
   pip install -q --no-compile -e .
